@@ -1,0 +1,79 @@
+"""absl flags <-> frozen config dataclasses. Imported only by entry points.
+
+``define_flags(ConfigClass)`` defines one absl flag per dataclass field (name, default, help,
+choices all come from the dataclass), and ``from_flags(ConfigClass)`` builds the frozen,
+validated object from the parsed flags. Several config classes may share a field name (for
+example ``seed``); the flag is defined once and feeds every class that has the field.
+"""
+
+import dataclasses
+import typing
+
+from absl import flags
+
+from msmt_tf import configlib
+
+FLAGS = flags.FLAGS
+
+
+def _base_type(tp):
+    """Returns (python type, optional) for a field annotation."""
+    if isinstance(tp, str):
+        tp = eval(tp, {"typing": typing, "Optional": typing.Optional, "Tuple": typing.Tuple})  # noqa: S307
+    origin = typing.get_origin(tp)
+    if origin is typing.Union:
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        return _base_type(args[0])[0], True
+    if origin in (tuple, typing.Tuple):
+        return tuple, False
+    return tp, False
+
+
+def define_flags(config_cls, flag_values=FLAGS):
+    """Defines an absl flag for each field of ``config_cls`` not yet defined."""
+    hints = typing.get_type_hints(config_cls)
+    for f in dataclasses.fields(config_cls):
+        if f.name in flag_values:
+            continue
+        tp, _ = _base_type(hints[f.name])
+        help_text = f.metadata.get("help", f.name)
+        default = f.default
+        choices = f.metadata.get("choices")
+        if tp is bool:
+            flags.DEFINE_bool(f.name, default, help_text, flag_values=flag_values)
+        elif choices is not None and tp is str:
+            flags.DEFINE_enum(f.name, default, list(choices), help_text, flag_values=flag_values)
+        elif tp is int:
+            flags.DEFINE_integer(f.name, default, help_text, flag_values=flag_values)
+        elif tp is float:
+            flags.DEFINE_float(f.name, default, help_text, flag_values=flag_values)
+        elif tp is tuple:
+            flags.DEFINE_list(
+                f.name,
+                None if default is None else [str(v) for v in default],
+                help_text,
+                flag_values=flag_values,
+            )
+        else:
+            flags.DEFINE_string(f.name, default, help_text, flag_values=flag_values)
+
+
+def from_flags(config_cls, flag_values=FLAGS, **overrides):
+    """Builds a frozen config from parsed flags; ``overrides`` win over flags.
+
+    A bad value raises ``configlib.ConfigError`` naming the flag.
+    """
+    hints = typing.get_type_hints(config_cls)
+    kwargs = {}
+    for f in dataclasses.fields(config_cls):
+        value = flag_values[f.name].value
+        tp, _ = _base_type(hints[f.name])
+        if tp is tuple and value is not None:
+            elem = type(f.default[0]) if f.default else str
+            try:
+                value = tuple(elem(v) for v in value)
+            except ValueError as e:
+                raise configlib.ConfigError(f"--{f.name}: {e}") from None
+        kwargs[f.name] = value
+    kwargs.update(overrides)
+    return config_cls(**kwargs)

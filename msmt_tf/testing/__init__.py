@@ -1,0 +1,1 @@
+"""msmt_tf.testing."""

@@ -1,0 +1,38 @@
+"""msmt_tf: MSMT-GAN, DM-GAN and AttnGAN in TensorFlow 2 / Keras 3."""
+
+import setuptools
+
+setuptools.setup(
+    name="msmt_tf",
+    version="0.1.0",
+    description=(
+        "MSMT-GAN, DM-GAN and AttnGAN text-to-image synthesis in TensorFlow 2 / "
+        "Keras 3, with the official-Inception FID offline."
+    ),
+    packages=setuptools.find_packages(include=["msmt_tf", "msmt_tf.*"]),
+    python_requires=">=3.10",
+    install_requires=[
+        "keras>=3.10",
+        "numpy",
+        "pillow",
+        "scipy",
+        "absl-py",
+    ],
+    extras_require={
+        "cpu": ["tensorflow-cpu==2.21.*"],
+        "gpu": ["tensorflow[and-cuda]==2.21.*"],
+        "test": ["pytest"],
+    },
+    entry_points={
+        "console_scripts": [
+            "msmt-train=msmt_tf.train:run",
+            "msmt-pretrain-damsm=msmt_tf.pretrain_damsm:run",
+            "msmt-evaluate=msmt_tf.evaluate:run",
+            "msmt-sample=msmt_tf.sample:run",
+            "msmt-export=msmt_tf.export_model:run",
+            "msmt-summary=msmt_tf.summary:run",
+            "msmt-prepare-data=msmt_tf.prepare_data:run",
+            "msmt-fid=msmt_tf.fid:run",
+        ]
+    },
+)
