@@ -1,0 +1,207 @@
+"""The AttnGAN/DM-GAN on-disk text format: pickles and ``text/<key>.txt`` caption files.
+
+Layout (relative to the dataset directory)::
+
+    captions.pickle              [train_captions, test_captions, ixtoword, wordtoix]
+    train/filenames.pickle       list of keys, e.g. "002.Laysan_Albatross/Laysan_Albatross_0002_1027"
+    test/filenames.pickle
+    train/class_info.pickle      optional; one class id per key (absent: every image its own class)
+    test/class_info.pickle
+    text/<key>.txt               one caption per line
+
+Caption ``j`` of image ``k`` is ``captions[k * captions_per_image + j]`` (a list of word ids
+without the end token). Pickles are written with protocol 2 (readable by Python 2) and read
+with ``encoding="latin1"`` so Python 2 pickles (str and numpy arrays) load unchanged.
+"""
+
+import logging
+import os
+import pickle
+
+import numpy as np
+
+from msmt_tf.data import vocabulary as vocab_lib
+from msmt_tf.data.errors import DataError
+
+logger = logging.getLogger(__name__)
+
+SPLITS = ("train", "test")
+CAPTIONS_PICKLE = "captions.pickle"
+
+
+def read_pickle(path, what, hint):
+    """Loads a (possibly Python 2) pickle; a missing or broken file raises ``DataError``."""
+    if not os.path.isfile(path):
+        raise DataError(f"{path}: {what} not found. {hint}")
+    try:
+        with open(path, "rb") as f:
+            return pickle.load(f, encoding="latin1")
+    except Exception as e:  # pickle raises many types on corrupt input
+        raise DataError(f"{path}: cannot read {what} ({type(e).__name__}: {e}). {hint}") from None
+
+
+def write_pickle(path, obj):
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    tmp = path + ".tmp"
+    with open(tmp, "wb") as f:
+        pickle.dump(obj, f, protocol=2)
+    os.replace(tmp, path)
+
+
+def filenames_path(root, split):
+    return os.path.join(root, split, "filenames.pickle")
+
+
+def class_info_path(root, split):
+    return os.path.join(root, split, "class_info.pickle")
+
+
+def caption_file(root, key):
+    return os.path.join(root, "text", key + ".txt")
+
+
+def load_keys(root, split, hint):
+    keys = read_pickle(filenames_path(root, split), f"the {split} file list", hint)
+    if not isinstance(keys, (list, tuple)) or not all(isinstance(k, str) for k in keys):
+        raise DataError(
+            f"{filenames_path(root, split)}: expected a list of str keys, got "
+            f"{type(keys).__name__}. {hint}")
+    return list(keys)
+
+
+def load_class_ids(root, split, num):
+    """``class_info.pickle`` as int64, or ``arange(num)`` when the file is absent."""
+    path = class_info_path(root, split)
+    if not os.path.isfile(path):
+        return np.arange(num, dtype=np.int64)
+    ids = np.asarray(read_pickle(path, "class ids", ""), dtype=np.int64).reshape(-1)
+    if len(ids) != num:
+        raise DataError(
+            f"{path}: {len(ids)} class ids for {num} keys in "
+            f"{filenames_path(root, split)}; rebuild it or delete it (every image its own class).")
+    return ids
+
+
+def read_caption_file(path, captions_per_image, stats, hint=""):
+    """Reads one ``text/<key>.txt``; returns ``captions_per_image`` token lists.
+
+    Empty lines and lines without any token are skipped and counted in ``stats``; the first
+    ``captions_per_image`` captions are kept (AttnGAN), and an image with fewer captions
+    gets a warning and its captions are reused cyclically.
+    """
+    if not os.path.isfile(path):
+        raise DataError(f"{path}: caption file not found (one caption per line expected). {hint}")
+    with open(path, "rb") as f:
+        text = f.read().decode("utf-8", errors="replace")
+    captions = []
+    for lineno, line in enumerate(text.split("\n"), start=1):
+        if not line.strip():
+            stats["empty_lines"] = stats.get("empty_lines", 0) + 1
+            continue
+        tokens = vocab_lib.tokenize(line)
+        if not tokens:
+            stats["no_token_lines"] = stats.get("no_token_lines", 0) + 1
+            logger.warning("%s:%d: caption has no word token, skipped: %r", path, lineno, line[:80])
+            continue
+        captions.append(tokens)
+        if len(captions) == captions_per_image:
+            break
+    if not captions:
+        raise DataError(f"{path}: no caption with a word in it; add at least one caption line.")
+    if len(captions) < captions_per_image:
+        stats["reused"] = stats.get("reused", 0) + 1
+        if stats["reused"] <= 10:
+            logger.warning(
+                "%s: %d captions, fewer than --captions_per_image=%d; reusing them.",
+                path, len(captions), captions_per_image)
+        captions = [captions[j % len(captions)] for j in range(captions_per_image)]
+    return captions
+
+
+def _log_stats(root, stats):
+    if stats.get("empty_lines"):
+        logger.info("%s: skipped %d empty caption lines.", root, stats["empty_lines"])
+    if stats.get("no_token_lines"):
+        logger.warning("%s: skipped %d caption lines without any word.", root, stats["no_token_lines"])
+    if stats.get("reused"):
+        logger.warning("%s: %d images had fewer captions than --captions_per_image; captions reused.",
+                       root, stats["reused"])
+    if stats.get("unknown_words"):
+        logger.warning("%s: dropped %d out-of-vocabulary words.", root, stats["unknown_words"])
+
+
+def build_captions_pickle(root, captions_per_image, vocab=None, hint=""):
+    """Builds ``captions.pickle`` from ``text/`` (AttnGAN ``load_text_data`` when it is missing).
+
+    With ``vocab`` (e.g. a released vocabulary) its indices are kept, unknown words are dropped
+    and counted, and a caption with no known word is reported with its file and line and
+    skipped. Returns (train_captions, test_captions, Vocabulary).
+    """
+    keys = {s: load_keys(root, s, hint) for s in SPLITS}
+    stats = {}
+    tokens = {}
+    for s in SPLITS:
+        tokens[s] = []
+        for key in keys[s]:
+            tokens[s].extend(read_caption_file(caption_file(root, key), captions_per_image, stats, hint))
+    if vocab is None:
+        vocab = vocab_lib.Vocabulary.build(tokens["train"] + tokens["test"])
+        ids = {s: [vocab.encode_tokens(t)[0] for t in tokens[s]] for s in SPLITS}
+    else:
+        ids = {}
+        for s in SPLITS:
+            ids[s] = []
+            for k, key in enumerate(keys[s]):
+                per_image = []
+                for j in range(captions_per_image):
+                    c, unknown = vocab.encode_tokens(tokens[s][k * captions_per_image + j])
+                    stats["unknown_words"] = stats.get("unknown_words", 0) + len(unknown)
+                    if c:
+                        per_image.append(c)
+                    else:
+                        logger.warning("%s: caption %d has no known word: %r",
+                                       caption_file(root, key), j + 1,
+                                       " ".join(tokens[s][k * captions_per_image + j])[:80])
+                if not per_image:
+                    raise DataError(
+                        f"{caption_file(root, key)}: no caption has a word of the vocabulary; "
+                        "fix the captions or build a new vocabulary (omit --vocab_from).")
+                ids[s].extend(per_image[j % len(per_image)] for j in range(captions_per_image))
+    _log_stats(root, stats)
+    write_pickle(os.path.join(root, CAPTIONS_PICKLE),
+                 [ids["train"], ids["test"], vocab.ixtoword, vocab.wordtoix])
+    logger.info("%s: wrote %s (%d words, sha1 %s).", root, CAPTIONS_PICKLE, len(vocab), vocab.sha1())
+    return ids["train"], ids["test"], vocab
+
+
+def load_captions_pickle(root, hint=""):
+    """Reads ``captions.pickle``; returns (train_captions, test_captions, Vocabulary)."""
+    path = os.path.join(root, CAPTIONS_PICKLE)
+    data = read_pickle(path, "captions pickle", hint)
+    if not isinstance(data, (list, tuple)) or len(data) != 4:
+        raise DataError(
+            f"{path}: expected [train_captions, test_captions, ixtoword, wordtoix]; delete it to "
+            "rebuild it from text/.")
+    train, test, ixtoword, wordtoix = data
+    try:
+        vocab = vocab_lib.Vocabulary(ixtoword, wordtoix)
+    except ValueError as e:
+        raise DataError(f"{path}: {e}") from None
+    train = [[int(i) for i in c] for c in train]
+    test = [[int(i) for i in c] for c in test]
+    n = len(vocab)
+    for name, caps in (("train", train), ("test", test)):
+        bad = [i for c in caps for i in c if not 0 < i < n]
+        if bad:
+            raise DataError(
+                f"{path}: {name} captions use word ids outside 1..{n - 1} (e.g. {bad[0]}); the "
+                "pickle is inconsistent, delete it to rebuild it from text/.")
+    return train, test, vocab
+
+
+def load_or_build_captions(root, captions_per_image, hint=""):
+    """Reuses ``captions.pickle`` verbatim when present, else builds and writes it."""
+    if os.path.isfile(os.path.join(root, CAPTIONS_PICKLE)):
+        return load_captions_pickle(root, hint)
+    logger.info("%s: %s missing, building it from text/.", root, CAPTIONS_PICKLE)
+    return build_captions_pickle(root, captions_per_image, hint=hint)

@@ -1,0 +1,80 @@
+"""``DataConfig``: where the data lives, its format, and the input-pipeline settings.
+
+Field name == absl flag name (see ``msmt_tf.cli.flagutil``). Image sizes are
+``base_size * 2**k`` for ``k < stages`` (64/128/256 for the defaults).
+"""
+
+import dataclasses
+import os
+from typing import Optional
+
+from msmt_tf import configlib
+
+DATASETS = ("shapes", "cub", "coco", "folder")
+
+
+@dataclasses.dataclass(frozen=True)
+class DataConfig(configlib.ConfigBase):
+    """Dataset and input-pipeline configuration (frozen, validated)."""
+
+    dataset: str = configlib.option(
+        "shapes", "Dataset kind: the synthetic default, AttnGAN-format CUB/COCO, or a custom folder.",
+        choices=DATASETS)
+    data_dir: Optional[str] = configlib.option(
+        None, "Dataset directory; default data/<dataset> relative to the working directory.")
+    words_num: int = configlib.option(
+        18, "Caption length in words (WORDS_NUM); longer captions are truncated.", lower=1)
+    captions_per_image: int = configlib.option(
+        10, "Captions per image (CAPTIONS_PER_IMAGE): 10 for CUB and shapes, 5 for COCO.", lower=1)
+    base_size: int = configlib.option(
+        64, "Image size of the first generator stage.", lower=8)
+    stages: int = configlib.option(
+        3, "Number of generator stages; stage k images are base_size * 2**k pixels.",
+        lower=1, upper=4)
+    test_fraction: float = configlib.option(
+        0.1, "Fraction of a custom folder's images put in the test split.", lower=0.0, upper=0.9)
+    seed: int = configlib.option(
+        0, "Seed of the custom-folder train/test split and of the input pipeline when "
+        "--deterministic (or when a seed is passed to make_dataset).", lower=0)
+    shapes_seed: int = configlib.option(
+        0, "Seed that generates the synthetic shapes dataset (kept apart from --seed so runs "
+        "with different seeds share one dataset).", lower=0)
+    skip_bad_images: bool = configlib.option(
+        False, "Skip (and count) unreadable or truncated images instead of stopping.")
+    shapes_num_train: int = configlib.option(
+        10000, "Training images of the synthetic shapes dataset.", lower=1)
+    shapes_num_test: int = configlib.option(
+        2000, "Test images of the synthetic shapes dataset.", lower=1)
+    shapes_size: int = configlib.option(
+        64, "Image size of the synthetic shapes dataset (pixels).", lower=16, upper=256)
+    folder_classes: str = configlib.option(
+        "auto", "Class ids of a custom folder: from top-level sub-folders, none (every image its "
+        "own class), or auto (sub-folders when there are at least two and no top-level images).",
+        choices=("auto", "subfolders", "none"))
+    random_flip: bool = configlib.option(
+        True, "Random horizontal flips when training (never for shapes: its captions name "
+        "left and right).")
+    cache: bool = configlib.option(
+        False, "Keep decoded images in memory after the first epoch.")
+    tfrecord_dir: Optional[str] = configlib.option(
+        None, "Read sharded TFRecords written by prepare_data --tfrecord from this directory.")
+    deterministic: bool = configlib.option(
+        False, "Deterministic input pipeline seeded with --seed (same seed, same batches).")
+    num_parallel_calls: int = configlib.option(
+        -1, "Parallel calls of the image map function; -1 = tf.data.AUTOTUNE.", lower=-1)
+
+    def validate(self):
+        super().validate()
+        if self.num_parallel_calls == 0:
+            raise configlib.ConfigError(
+                "--num_parallel_calls=0: use -1 (autotune) or a positive number.")
+
+    @property
+    def image_sizes(self):
+        """Stage image sizes, lowest resolution first."""
+        return tuple(self.base_size * 2**k for k in range(self.stages))
+
+    @property
+    def resolved_data_dir(self):
+        """``data_dir`` or ``data/<dataset>`` relative to the working directory."""
+        return self.data_dir if self.data_dir else os.path.join("data", self.dataset)

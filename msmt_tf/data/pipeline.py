@@ -1,0 +1,299 @@
+"""The tf.data input pipeline: ``make_dataset(cfg, split, batch_size, training, seed)``.
+
+Every element is a dict (B = batch size, W = ``words_num``, S_k = ``base_size * 2**k``)::
+
+    images             tuple of ``stages`` float32 [B, S_k, S_k, 3] in [-1, 1], lowest first
+    captions           int32 [B, W], zero-padded (0 = '<end>')
+    caption_len        int32 [B]   (min(len, W); the caption's real words)
+    class_id           int32 [B]
+    key                string [B]
+    wrong_captions     int32 [B, W]  a caption of another image of the batch, of a different
+    wrong_caption_len  int32 [B]     class when the batch has one (the D mismatched pair)
+
+Transforms (AttnGAN ``get_imgs``): CUB box crop, resize of the shorter side to
+``int(S * 76 / 64)`` (S = the last stage's size; bilinear with antialiasing), then a random
+S x S crop and a random horizontal flip when training (``--random_flip``; never for shapes,
+whose captions say left and right), a centre crop otherwise; smaller
+stages are downscaled from the crop with ``tf.image.resize(..., antialias=True)``.
+Caption: uniform over the image's captions; longer than W keeps a random subset of W words
+in their original order (training) or the first W words (evaluation).
+
+Randomness: every example draws its random numbers with stateless ops from one int64 of
+``tf.data.Dataset.random``, so with a ``seed`` the batches are identical run to run and do not
+depend on the number of parallel calls; without a seed they differ every run.
+"""
+
+import json
+import logging
+import os
+
+import numpy as np
+import tensorflow as tf
+
+from msmt_tf.data import bbox as bbox_lib
+from msmt_tf.data.dataset import Split, load_split
+from msmt_tf.data.errors import DataError
+
+logger = logging.getLogger(__name__)
+
+AUTOTUNE = tf.data.AUTOTUNE
+TFRECORD_SHUFFLE_BUFFER = 8192
+_JPEG_MAGIC = b"\xff\xd8\xff"
+
+
+def load_size(final_size):
+    """AttnGAN's resize target of the shorter side: int(imsize * 76 / 64)."""
+    return int(final_size * 76 / 64)
+
+
+def _crop_window(box, height, width):
+    """Clipped AttnGAN crop as [y, x, h, w]; the whole image when there is no valid box."""
+    x1 = tf.maximum(box[0], 0)
+    y1 = tf.maximum(box[1], 0)
+    x2 = tf.minimum(box[2], width)
+    y2 = tf.minimum(box[3], height)
+    valid = tf.logical_and(box[2] > box[0], tf.logical_and(x2 > x1, y2 > y1))
+    return tf.where(valid, tf.stack([y1, x1, y2 - y1, x2 - x1]),
+                    tf.stack([0, 0, height, width]))
+
+
+def decode_and_crop(image_bytes, box):
+    """Decodes a JPEG/PNG to uint8 [H, W, 3] and applies the (raw, unclipped) crop box.
+
+    JPEGs are decoded only inside the crop window (``decode_and_crop_jpeg``).
+    """
+    box = tf.cast(box, tf.int32)
+
+    def jpeg():
+        shape = tf.image.extract_jpeg_shape(image_bytes)
+        win = _crop_window(box, shape[0], shape[1])
+        return tf.image.decode_and_crop_jpeg(image_bytes, win, channels=3)
+
+    def other():
+        img = tf.io.decode_image(image_bytes, channels=3, expand_animations=False)
+        shape = tf.shape(img)
+        win = _crop_window(box, shape[0], shape[1])
+        return tf.slice(img, [win[0], win[1], 0], [win[2], win[3], 3])
+
+    is_jpeg = tf.equal(tf.strings.substr(image_bytes, 0, 3), _JPEG_MAGIC)
+    img = tf.cond(is_jpeg, jpeg, other)
+    img.set_shape([None, None, 3])
+    return img
+
+
+def _seed(rnd, k):
+    return tf.stack([rnd, tf.constant(k, tf.int64)])
+
+
+def transform_image(image, sizes, training, rnd, flip=True):
+    """uint8 [H, W, 3] -> tuple of float32 [S_k, S_k, 3] in [-1, 1] (AttnGAN transforms)."""
+    final = sizes[-1]
+    target = load_size(final)
+    shape = tf.shape(image)
+    h, w = shape[0], shape[1]
+    # torchvision Scale(size): the shorter side becomes `size`, the other int(size * long / short).
+    oh = tf.where(w <= h, (target * h) // w, target)
+    ow = tf.where(w <= h, target, (target * w) // h)
+    img = tf.image.resize(image, tf.stack([oh, ow]), method="bilinear", antialias=True)
+    if training:
+        y = tf.random.stateless_uniform([], _seed(rnd, 2), 0, oh - final + 1, tf.int32)
+        x = tf.random.stateless_uniform([], _seed(rnd, 3), 0, ow - final + 1, tf.int32)
+    else:
+        y = (oh - final + 1) // 2
+        x = (ow - final + 1) // 2
+    img = tf.slice(img, tf.stack([y, x, 0]), [final, final, 3])
+    if training and flip:
+        mirror = tf.random.stateless_uniform([], _seed(rnd, 4)) < 0.5
+        img = tf.cond(mirror, lambda: tf.reverse(img, axis=[1]), lambda: img)
+    outs = []
+    for s in sizes[:-1]:
+        small = tf.image.resize(img, [s, s], method="bilinear", antialias=True)
+        outs.append(small)
+    outs.append(img)
+    return tuple(tf.ensure_shape(tf.clip_by_value(o, 0.0, 255.0) / 127.5 - 1.0, [s, s, 3])
+                 for o, s in zip(outs, sizes))
+
+
+def choose_caption(words, lens, words_num, training, rnd):
+    """Picks one caption uniformly and fits it to ``words_num`` ids.
+
+    Args:
+        words: int32 [sum(lens)], the image's captions concatenated.
+        lens: int32 [captions_per_image].
+    Returns:
+        (int32 [words_num] zero-padded caption, int32 length).
+    """
+    cpi = tf.shape(lens)[0]
+    j = tf.random.stateless_uniform([], _seed(rnd, 0), 0, cpi, tf.int32)
+    offsets = tf.cumsum(lens, exclusive=True)
+    length = lens[j]
+    cap = words[offsets[j]:offsets[j] + length]
+    if training:
+        def subset():
+            r = tf.random.stateless_uniform([length], _seed(rnd, 1))
+            idx = tf.sort(tf.math.top_k(r, words_num).indices)
+            return tf.gather(cap, idx)
+
+        cap = tf.cond(length > words_num, subset, lambda: cap)
+    else:
+        cap = cap[:words_num]
+    n = tf.minimum(length, words_num)
+    cap = tf.pad(cap[:n], [[0, words_num - n]])
+    return tf.ensure_shape(cap, [words_num]), n
+
+
+def wrong_partner(class_ids):
+    """For each batch row, the nearest later row (cyclically) of a different class.
+
+    Falls back to the next row when the whole batch has one class (and to itself when B=1).
+    """
+    b = tf.shape(class_ids)[0]
+    shifts = tf.range(1, b + 1)
+    idx = (tf.range(b)[:, None] + shifts[None, :]) % b
+    differs = tf.not_equal(tf.gather(class_ids, idx), class_ids[:, None])
+    first = tf.argmax(tf.cast(differs, tf.int32), axis=1, output_type=tf.int32)
+    shift = tf.where(tf.reduce_any(differs, axis=1), first + 1, 1)
+    return (tf.range(b) + shift) % b
+
+
+def _add_wrong(batch):
+    partner = wrong_partner(batch["class_id"])
+    batch["wrong_captions"] = tf.gather(batch["captions"], partner)
+    batch["wrong_caption_len"] = tf.gather(batch["caption_len"], partner)
+    return batch
+
+
+def _flat_captions(split):
+    lens = np.array([len(c) for c in split.captions], np.int32)
+    words = np.fromiter((i for c in split.captions for i in c), np.int32, count=int(lens.sum()))
+    cpi = split.captions_per_image
+    per_image = lens.reshape(-1, cpi).sum(axis=1)
+    img_off = np.concatenate([[0], np.cumsum(per_image)]).astype(np.int64)
+    return words, lens, img_off
+
+
+def _file_source(split):
+    """A function index -> raw example (image bytes + metadata) over in-memory tables."""
+    n = len(split)
+    cpi = split.captions_per_image
+    paths = tf.constant(split.image_paths)
+    boxes = tf.constant(split.bboxes if split.bboxes is not None
+                        else np.tile(np.array(bbox_lib.NO_BOX, np.int32), (n, 1)))
+    class_ids = tf.constant(split.class_ids.astype(np.int32))
+    keys = tf.constant(split.keys)
+    words, lens, img_off = _flat_captions(split)
+    words, lens, img_off = tf.constant(words), tf.constant(lens), tf.constant(img_off)
+
+    def source(i):
+        return {
+            "image_bytes": tf.io.read_file(paths[i]),
+            "box": boxes[i],
+            "class_id": class_ids[i],
+            "key": keys[i],
+            "words": words[img_off[i]:img_off[i + 1]],
+            "lens": lens[i * cpi:(i + 1) * cpi],
+        }
+
+    return source
+
+
+def _decode(ex):
+    out = {k: v for k, v in ex.items() if k not in ("image_bytes", "box")}
+    out["image"] = decode_and_crop(ex["image_bytes"], ex["box"])
+    return out
+
+
+def _make_augment(cfg, training):
+    sizes = cfg.image_sizes
+    flip = cfg.random_flip and cfg.dataset != "shapes"
+
+    def augment(ex, rnd):
+        cap, n = choose_caption(ex["words"], ex["lens"], cfg.words_num, training, rnd)
+        return {
+            "images": transform_image(ex["image"], sizes, training, rnd, flip),
+            "captions": cap,
+            "caption_len": n,
+            "class_id": ex["class_id"],
+            "key": ex["key"],
+        }
+
+    return augment
+
+
+def _tfrecord_examples(cfg, split, training, seed):
+    from msmt_tf.data import tfrecord  # local import keeps the file reader optional
+
+    meta = tfrecord.read_meta(cfg.tfrecord_dir, split)
+    if meta["captions_per_image"] != cfg.captions_per_image:
+        raise DataError(
+            f"{tfrecord.meta_path(cfg.tfrecord_dir, split)}: written with captions_per_image="
+            f"{meta['captions_per_image']}, but --captions_per_image={cfg.captions_per_image}.")
+    files = [os.path.join(cfg.tfrecord_dir, f) for f in meta["shards"]]
+    ds = tf.data.Dataset.from_tensor_slices(files)
+    if training:
+        ds = ds.shuffle(len(files), seed=seed, reshuffle_each_iteration=True)
+        cycle = min(4, len(files))
+    else:
+        cycle = 1  # keep the written order: evaluation batches equal those of the file path
+    ds = ds.interleave(tf.data.TFRecordDataset, cycle_length=cycle,
+                       num_parallel_calls=cycle if cycle > 1 else None,
+                       deterministic=True if seed is not None else None)
+    return ds.map(tfrecord.parse_example, num_parallel_calls=AUTOTUNE,
+                  deterministic=True if seed is not None else None), meta["num_examples"]
+
+
+def make_dataset(cfg, split, batch_size, training, seed=None):
+    """Returns a batched ``tf.data.Dataset`` of one epoch of ``split`` (see module docstring).
+
+    Args:
+        cfg: DataConfig.
+        split: "train", "test", or a ``Split`` from ``load_split``.
+        batch_size: batch size (Python int).
+        training: random crop/flip/word subset, shuffling and ``drop_remainder=True``.
+        seed: int for a deterministic pipeline; default ``cfg.seed`` when
+            ``cfg.deterministic`` else None (nondeterministic).
+    """
+    if batch_size < 1:
+        raise DataError(f"batch_size={batch_size}: must be >= 1.")
+    if seed is None and cfg.deterministic:
+        seed = cfg.seed
+    det = True if seed is not None else None
+    parallel = AUTOTUNE if cfg.num_parallel_calls == -1 else cfg.num_parallel_calls
+    augment = _make_augment(cfg, training)
+
+    if cfg.tfrecord_dir:
+        name = split.name if isinstance(split, Split) else split
+        ds, n = _tfrecord_examples(cfg, name, training, seed)
+        ds = ds.map(_decode, num_parallel_calls=parallel, deterministic=det)
+        if cfg.cache:
+            ds = ds.cache()
+        if training:
+            ds = ds.shuffle(min(n, TFRECORD_SHUFFLE_BUFFER), seed=seed,
+                            reshuffle_each_iteration=True)
+    else:
+        if not isinstance(split, Split):
+            split = load_split(cfg, split)
+        n = len(split)
+        source = _file_source(split)
+        ds = tf.data.Dataset.range(n)
+        if cfg.cache:
+            ds = ds.map(lambda i: _decode(source(i)), num_parallel_calls=parallel,
+                        deterministic=det).cache()
+        if training:
+            # Shuffling n indices or n cached examples with the same seed gives the same order.
+            ds = ds.shuffle(n, seed=seed, reshuffle_each_iteration=True)
+        if not cfg.cache:
+            ds = ds.map(lambda i: _decode(source(i)), num_parallel_calls=parallel,
+                        deterministic=det)
+    if training and n < batch_size:
+        raise DataError(f"{n} examples but batch_size={batch_size} with drop_remainder: lower the "
+                        "batch size or add data.")
+    rnd = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True)
+    ds = tf.data.Dataset.zip((ds, rnd))
+    ds = ds.map(augment, num_parallel_calls=parallel, deterministic=det)
+    ds = ds.batch(batch_size, drop_remainder=training)
+    ds = ds.map(_add_wrong)
+    options = tf.data.Options()
+    options.deterministic = seed is not None
+    ds = ds.with_options(options)
+    return ds.prefetch(AUTOTUNE)

@@ -1,0 +1,66 @@
+"""Batch-normalisation and initializer defaults shared by the generator blocks.
+
+The references use PyTorch ``BatchNorm`` defaults (eps 1e-5, momentum 0.1, i.e. Keras
+``momentum=0.9``) and re-initialise every BN weight with N(1, 0.02) and bias 0, and every conv /
+linear weight with ``orthogonal_`` (facts §4.1, §4.9). The helpers below are the one place these
+numbers live.
+"""
+
+import keras
+
+BN_EPSILON = 1e-5
+BN_MOMENTUM = 0.9  # Keras convention: moving = momentum * moving + (1 - momentum) * batch.
+KERNEL_INITIALIZER = "orthogonal"
+
+
+def gamma_initializer():
+    """N(1, 0.02) as the references' ``weights_init`` (facts §4.9)."""
+    return keras.initializers.RandomNormal(mean=1.0, stddev=0.02)
+
+
+@keras.saving.register_keras_serializable(package="msmt_tf")
+class BatchNorm(keras.layers.BatchNormalization):
+    """Keras ``BatchNormalization`` whose batch statistics can skip whole samples.
+
+    ``call(inputs, training=None, sample_mask=None)``: ``sample_mask`` is a bool ``[N]`` (or any
+    prefix of ``inputs.shape[:-1]``); in training mode the mean / variance are computed over the
+    rows where it is True only (and only those rows move the running statistics). Rows where it
+    is False are still normalised, with the statistics of the others. This is how MTWIG keeps its
+    padded tails out of BN. Unlike passing Keras' ``mask=``, nothing is attached to the output,
+    so downstream layers see no Keras mask.
+
+    Keras BN upcasts float16 inputs to float32 for its statistics, so it is safe under
+    ``mixed_float16``.
+    """
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.supports_masking = False
+
+    def call(self, inputs, training=None, sample_mask=None):
+        return super().call(
+            inputs, training=training, mask=broadcast_sample_mask(sample_mask, inputs)
+        )
+
+
+def batch_norm(name, dtype=None, axis=-1):
+    """A ``BatchNorm`` with the reference epsilon / momentum / init (see module docstring)."""
+    return BatchNorm(
+        axis=axis,
+        momentum=BN_MOMENTUM,
+        epsilon=BN_EPSILON,
+        gamma_initializer=gamma_initializer(),
+        name=name,
+        dtype=dtype,
+    )
+
+
+def broadcast_sample_mask(sample_mask, x):
+    """Broadcasts a per-sample bool mask ``[N]`` to ``x.shape[:-1]`` (for BN's ``mask=``)."""
+    if sample_mask is None:
+        return None
+    m = keras.ops.cast(sample_mask, "bool")
+    extra = len(x.shape) - 1 - len(m.shape)
+    for _ in range(extra):
+        m = keras.ops.expand_dims(m, -1)
+    return keras.ops.broadcast_to(m, keras.ops.shape(x)[:-1])

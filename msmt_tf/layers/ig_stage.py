@@ -1,0 +1,138 @@
+"""The references' initial generation stage (IG, ``INIT_STAGE_G``) and its decoder stack."""
+
+import keras
+from keras import ops
+
+from msmt_tf.layers import batch_norm as bn
+from msmt_tf.layers.glu import GLU
+from msmt_tf.layers.up_block import UpBlock
+
+
+@keras.saving.register_keras_serializable(package="msmt_tf")
+class SeedDecoder(keras.layers.Layer):
+    """The stack shared by IG and MTWIG: a flat seed ``[N, 32 * ngf]`` -> ``[N, 64, 64, ngf/16]``.
+
+    ``BN (1-D, over the 32 * ngf features) -> GLU -> 16 * ngf values -> reshape -> 4 UpBlocks``
+    (ngf -> ngf/2 -> ngf/4 -> ngf/8 -> ngf/16, 4 -> 8 -> 16 -> 32 -> 64 px); facts §4.3.
+
+    Layout: the GLU output is reshaped to ``[N, ngf, 4, 4]`` (PyTorch's ``view(B, ngf, 4, 4)``,
+    feature index ``c * 16 + h * 4 + w``) and transposed to NHWC, so the preceding dense / conv
+    kernel of a PyTorch checkpoint maps column for column without permutation.
+
+    Args:
+        ngf: channels at 4x4 (16 * GF); must be divisible by 16.
+
+    Call arguments:
+        inputs: ``[N, 32 * ngf]``.
+        training: BN mode.
+        sample_mask: optional bool ``[N]``; BN batch statistics over the True rows only.
+
+    Returns:
+        ``[N, 64, 64, ngf / 16]``.
+    """
+
+    def __init__(self, ngf, **kwargs):
+        super().__init__(**kwargs)
+        if not isinstance(ngf, int) or ngf < 16 or ngf % 16:
+            raise ValueError(f"SeedDecoder: ngf must be a positive multiple of 16, got {ngf!r}.")
+        self.ngf = ngf
+        self.norm = bn.batch_norm("bn", dtype=self.dtype_policy)
+        self.glu = GLU(name="glu", dtype=self.dtype_policy)
+        self.ups = [
+            UpBlock(ngf // 2 ** (i + 1), name=f"upsample{i + 1}", dtype=self.dtype_policy)
+            for i in range(4)
+        ]
+
+    def build(self, input_shape):
+        n = input_shape[0]
+        self.norm.build((n, 32 * self.ngf))
+        self.glu.build((n, 32 * self.ngf))
+        channels, size = self.ngf, 4
+        for up in self.ups:
+            up.build((n, size, size, channels))
+            channels, size = channels // 2, size * 2
+
+    def call(self, inputs, training=None, sample_mask=None):
+        x = self.norm(inputs, training=training, sample_mask=sample_mask)
+        x = self.glu(x)
+        x = ops.reshape(x, (-1, self.ngf, 4, 4))
+        x = ops.transpose(x, (0, 2, 3, 1))
+        for up in self.ups:
+            x = up(x, training=training, sample_mask=sample_mask)
+        return x
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0], 64, 64, self.ngf // 16)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update({"ngf": self.ngf})
+        return config
+
+
+@keras.saving.register_keras_serializable(package="msmt_tf")
+class IGStage(keras.layers.Layer):
+    """Initial generation from the sentence only (AttnGAN / DM-GAN ``INIT_STAGE_G``).
+
+    ``concat(c_code, z)`` (in that order) -> ``Dense(32 * ngf, no bias)`` -> ``SeedDecoder(ngf)``
+    with ``ngf = 16 * gf_dim``: BN, GLU, reshape to 4x4xngf (NCHW index order, see
+    ``SeedDecoder``) and four upsampling blocks to 64x64xgf_dim (facts §4.3). This is the "IG" of
+    the paper's Table 4 / §4.1 ablations; MTWIG (eqs 1-3) replaces it in MSMT-GAN.
+
+    Args:
+        gf_dim: GF, channels of the 64x64 output (ngf = 16 * GF at 4x4).
+        z_dim: noise size N_z.
+        condition_dim: size of the CA code s'.
+
+    Call arguments:
+        inputs: ``(c_code [B, condition_dim], z [B, z_dim])``.
+        training: BN mode.
+
+    Returns:
+        ``[B, 64, 64, gf_dim]``.
+    """
+
+    def __init__(self, gf_dim, z_dim=100, condition_dim=100, **kwargs):
+        super().__init__(**kwargs)
+        for name, value in (("gf_dim", gf_dim), ("z_dim", z_dim), ("condition_dim", condition_dim)):
+            if not isinstance(value, int) or value < 1:
+                raise ValueError(f"IGStage: {name} must be a positive int, got {value!r}.")
+        self.gf_dim = gf_dim
+        self.z_dim = z_dim
+        self.condition_dim = condition_dim
+        self.ngf = 16 * gf_dim
+        self.fc = keras.layers.Dense(
+            32 * self.ngf,
+            use_bias=False,
+            kernel_initializer=bn.KERNEL_INITIALIZER,
+            name="fc",
+            dtype=self.dtype_policy,
+        )
+        self.decoder = SeedDecoder(self.ngf, name="decoder", dtype=self.dtype_policy)
+
+    def build(self, input_shape):
+        c_shape, z_shape = input_shape
+        if c_shape[-1] != self.condition_dim or z_shape[-1] != self.z_dim:
+            raise ValueError(
+                f"IGStage: got c_code {tuple(c_shape)} and z {tuple(z_shape)}; expected last "
+                f"sizes condition_dim={self.condition_dim} and z_dim={self.z_dim}."
+            )
+        self.fc.build((c_shape[0], self.condition_dim + self.z_dim))
+        self.decoder.build((c_shape[0], 32 * self.ngf))
+
+    def call(self, inputs, training=None):
+        c_code, z = inputs
+        x = ops.concatenate(
+            [ops.cast(c_code, self.compute_dtype), ops.cast(z, self.compute_dtype)], axis=-1
+        )
+        return self.decoder(self.fc(x), training=training)
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0][0], 64, 64, self.gf_dim)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            {"gf_dim": self.gf_dim, "z_dim": self.z_dim, "condition_dim": self.condition_dim}
+        )
+        return config

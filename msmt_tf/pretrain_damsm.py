@@ -1,0 +1,36 @@
+"""DAMSM encoder pretraining.
+
+    python -m msmt_tf.pretrain_damsm --flagfile=flags/cub.flags [--damsm_dir=runs/cub_damsm]
+
+Writes the encoder directory read by `python -m msmt_tf.train` (see `msmt_tf.models.damsm`).
+Running the same command again resumes.
+"""
+
+import logging
+
+from absl import app
+
+from msmt_tf.cli import common
+
+common.define_all_flags()
+
+
+def main(argv):
+    del argv
+    logging.getLogger().setLevel(logging.INFO)
+    from msmt_tf.training import runner
+
+    configs = common.configs_from_flags()
+    out_dir, best = runner.pretrain_damsm(configs)
+    print(f"DAMSM encoders written to {out_dir}")
+    if best:
+        print("best validation: " + " ".join(
+            f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in best.items()))
+
+
+def run():
+    app.run(main)
+
+
+if __name__ == "__main__":
+    run()

@@ -1,0 +1,107 @@
+"""``TrainConfig``: the run, the loop and the GAN objective weights (one frozen dataclass).
+
+Field name == absl flag name (see ``msmt_tf.cli.flagutil``). Defaults follow the reference
+GAN schedule (AttnGAN/DM-GAN ``code/trainer.py``: Adam 2e-4, betas (0.5, 0.999), PyTorch eps
+1e-8, batch 20, EMA 0.999) and the CUB objective weights of the paper (lambda1 KL 1,
+lambda2 redundancy 0.5, lambda3 DAMSM 5; gamma 4/5/10). The run directory default is
+deterministic (``runs/<dataset>_<preset>``, resolved by ``msmt_tf.training.run_dir``) so that
+running the same command again resumes the same run.
+"""
+
+import dataclasses
+from typing import Optional
+
+from msmt_tf import configlib
+from msmt_tf.configlib import option
+
+PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
+STRATEGIES = ("default", "mirrored", "multiworker")
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig(configlib.ConfigBase):
+    """Run-directory, loop, optimiser, precision, distribution and GAN-objective settings."""
+
+    # --- run directory / resume -----------------------------------------------------------
+    run_dir: Optional[str] = option(
+        None,
+        "Run directory (config.json, checkpoints, TensorBoard events, metrics.jsonl, grids). "
+        "Default: runs/<dataset>_<preset>, so the same command resumes the same run.",
+    )
+    resume: bool = option(
+        True,
+        "Resume from the latest checkpoint in --run_dir if there is one. --noresume moves an "
+        "existing run directory aside to <run_dir>.old-<UTC time> and starts over.",
+    )
+    # --- loop length ------------------------------------------------------------------------
+    max_steps: int = option(
+        0, "Stop after this many optimiser steps in total (0: use --epochs).", lower=0
+    )
+    epochs: int = option(600, "Number of passes over the training split (if --max_steps=0).", lower=1)
+    batch_size: int = option(
+        20, "Global batch size (split across replicas with --strategy).", lower=1
+    )
+    # --- optimisers (one Adam for G, one per D) ----------------------------------------------
+    g_lr: float = option(2e-4, "Generator Adam learning rate.", lower=0.0)
+    d_lr: float = option(2e-4, "Discriminator Adam learning rate (each D).", lower=0.0)
+    beta_1: float = option(0.5, "Adam beta_1.", lower=0.0, upper=1.0)
+    beta_2: float = option(0.999, "Adam beta_2.", lower=0.0, upper=1.0)
+    adam_epsilon: float = option(1e-8, "Adam epsilon (PyTorch default 1e-8; Keras default is 1e-7).", lower=0.0)
+    ema_decay: float = option(
+        0.999, "Decay of the generator EMA copy used for sampling/evaluation (0 disables).",
+        lower=0.0, upper=1.0,
+    )
+    # --- checkpoints, logs, evaluation --------------------------------------------------------
+    checkpoint_every: int = option(500, "Save a checkpoint every N steps (also at the end and on SIGTERM/SIGINT).", lower=1)
+    keep_checkpoints: int = option(3, "Keep the last K periodic checkpoints (the best-by-FID one is kept apart).", lower=1)
+    log_every: int = option(50, "Write scalars (TensorBoard + metrics.jsonl) and a progress line every N steps.", lower=1)
+    image_every: int = option(1000, "Write image grids from the fixed captions and noise every N steps.", lower=1)
+    eval_every: int = option(5000, "Compute FID / R-precision on the held-out subset every N steps (0: only at the end).", lower=0)
+    # --- numerics / execution ----------------------------------------------------------------
+    precision: str = option("float32", "Compute precision; float16 uses dynamic loss scaling.", choices=PRECISIONS)
+    jit_compile: bool = option(False, "Compile the train step with XLA.")
+    strategy: str = option(
+        "default",
+        "tf.distribute strategy: default (one device), mirrored (all local GPUs), multiworker "
+        "(MultiWorkerMirroredStrategy from the TF_CONFIG environment variable).",
+        choices=STRATEGIES,
+    )
+    max_nonfinite_steps: int = option(
+        20, "Abort after this many non-finite (skipped) steps in a row.", lower=1
+    )
+    seed: int = option(
+        0, "Seed of the run: model initialisation, noise, the synthetic data and the data order.", lower=0
+    )
+    deterministic: bool = option(
+        False, "Deterministic run: TF op determinism (tf.config.experimental.enable_op_determinism, "
+        "slower) and a seeded, deterministic input pipeline (same seed, same batches).",
+    )
+    # --- GAN objective (eq 19-21 and DAMSM, read by the GAN trainer) -------------------------
+    lambda1: float = option(1.0, "Weight of the conditioning-augmentation KL term (eq 19).", lower=0.0)
+    lambda2: float = option(0.5, "Weight of the redundancy term (eqs 20-21).", lower=0.0)
+    lambda3: float = option(5.0, "Weight of the DAMSM loss (eq 19; COCO uses 50).", lower=0.0)
+    damsm_stages: str = option(
+        "all", "DAMSM loss on every stage (all, as eq 19) or only the last stage (last, as the references).",
+        choices=("all", "last"),
+    )
+    gamma1: float = option(4.0, "DAMSM attention sharpness gamma1.", lower=0.0)
+    gamma2: float = option(5.0, "DAMSM word-region aggregation gamma2.", lower=0.0)
+    gamma3: float = option(10.0, "DAMSM posterior smoothing gamma3.", lower=0.0)
+
+    def validate(self):
+        super().validate()
+        if self.run_dir is not None and not str(self.run_dir).strip():
+            raise configlib.ConfigError(
+                "--run_dir is empty: give a directory or leave it unset for runs/<dataset>_<preset>."
+            )
+
+    def total_steps(self, steps_per_epoch: int) -> int:
+        """Number of optimiser steps of the whole run for a given epoch length."""
+        if self.max_steps > 0:
+            return self.max_steps
+        if steps_per_epoch <= 0:
+            raise configlib.ConfigError(
+                f"the training split gives {steps_per_epoch} batches per epoch at "
+                f"--batch_size={self.batch_size}: lower --batch_size or set --max_steps."
+            )
+        return self.epochs * steps_per_epoch

@@ -1,0 +1,215 @@
+"""DAMSM encoder pretraining (AttnGAN `pretrain_DAMSM.py`; facts §1.3, §6.4-6.7).
+
+Objective: `w_loss0 + w_loss1 + s_loss0 + s_loss1` on real image-caption batches, same-class
+negatives masked. One Adam (betas 0.5/0.999) over the text encoder and the two trainable
+projections of the image encoder; the text-encoder gradients are clipped to global norm
+`--damsm_clip`; the Inception trunk is frozen and runs in inference mode.
+
+Deviations from the references, all documented in `docs/training.md`:
+- The references re-create Adam every epoch (moments reset); we keep one optimizer and set
+  its learning rate per epoch (a continuing run must not depend on where it was resumed).
+- The references run the frozen trunk's BN in training mode, drifting its statistics (facts
+  §3); our trunk always uses its stored statistics.
+- Validation averages over the batches it ran (the references divide 51 batches by 50).
+
+Validation also reports within-batch retrieval R@1 (image -> text and text -> image, sentence
+cosine, same-class candidates other than the true one excluded, as in the loss).
+"""
+
+import json
+import logging
+import math
+import os
+import time
+
+import numpy as np
+import tensorflow as tf
+import keras
+
+from msmt_tf import losses
+from msmt_tf.models import damsm
+
+log = logging.getLogger(__name__)
+
+
+def damsm_learning_rate(cfg, epoch):
+    """The references' schedule: lr0 * decay**epoch while above lr0 * min_ratio."""
+    lr = cfg.damsm_lr
+    floor = cfg.damsm_lr * cfg.damsm_min_lr_ratio
+    for _ in range(epoch):
+        if lr * cfg.damsm_lr_decay <= floor:
+            break
+        lr *= cfg.damsm_lr_decay
+    return lr
+
+
+def retrieval_r1(image_code, sentence, class_ids):
+    """Within-batch R@1 in both directions with same-class masking (float32 fractions)."""
+    img = tf.math.l2_normalize(tf.cast(image_code, tf.float32), axis=-1)
+    sen = tf.math.l2_normalize(tf.cast(sentence, tf.float32), axis=-1)
+    scores = tf.matmul(img, sen, transpose_b=True)
+    n = tf.shape(scores)[0]
+    ids = tf.reshape(class_ids, [-1])
+    same = tf.logical_and(tf.equal(ids[:, None], ids[None, :]), tf.logical_not(tf.eye(n, dtype=tf.bool)))
+    scores = tf.where(same, -2.0 * tf.ones_like(scores), scores)
+    target = tf.range(n, dtype=tf.int64)
+    i2t = tf.reduce_mean(tf.cast(tf.equal(tf.argmax(scores, axis=1), target), tf.float32))
+    t2i = tf.reduce_mean(tf.cast(tf.equal(tf.argmax(scores, axis=0), target), tf.float32))
+    return i2t, t2i
+
+
+class DAMSMTrainer:
+    """Trains the DAMSM encoders on one dataset and writes an encoder directory.
+
+    Args:
+        data_cfg, model_cfg, train_cfg, damsm_cfg: the frozen configs (`train_cfg` supplies
+            the seed and gamma1/2/3).
+        out_dir: encoder directory (best encoders at the top level, `last/` holds the
+            latest epoch, `ckpt/` the resumable state).
+        train_ds, test_ds: `tf.data` datasets of the `msmt_tf.data` format.
+        vocab: the dataset vocabulary (saved with the encoders).
+        steps_per_epoch: batches in one training epoch.
+    """
+
+    def __init__(self, data_cfg, model_cfg, train_cfg, damsm_cfg, out_dir, train_ds, test_ds,
+                 vocab, steps_per_epoch, load_trunk_weights=True):
+        self.data_cfg = data_cfg
+        self.model_cfg = model_cfg
+        self.train_cfg = train_cfg
+        self.cfg = damsm_cfg
+        self.out_dir = out_dir
+        self.train_ds = train_ds
+        self.test_ds = test_ds
+        self.vocab = vocab
+        self.steps_per_epoch = steps_per_epoch
+        keras.utils.set_random_seed(train_cfg.seed)
+        self.text = damsm.build_text_encoder(model_cfg, len(vocab))
+        self.image = damsm.build_image_encoder(
+            model_cfg, variant=damsm_cfg.damsm_image_variant, resize=damsm_cfg.damsm_resize,
+            seed=train_cfg.seed, load_trunk_weights=load_trunk_weights)
+        self.optimizer = keras.optimizers.Adam(
+            learning_rate=damsm_cfg.damsm_lr, beta_1=train_cfg.beta_1, beta_2=train_cfg.beta_2,
+            epsilon=train_cfg.adam_epsilon)
+        self.text_vars = self.text.trainable_variables
+        self.image_vars = self.image.trainable_variables
+        self.optimizer.build(self.text_vars + self.image_vars)
+        self.epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
+        self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
+        self.best = tf.Variable(np.inf, dtype=tf.float64, trainable=False, name="best_val_loss")
+        self.ckpt = tf.train.Checkpoint(
+            text=self.text, image=self.image, optimizer=self.optimizer, epoch=self.epoch,
+            step=self.step, best=self.best)
+        self.manager = tf.train.CheckpointManager(
+            self.ckpt, os.path.join(out_dir, "ckpt"), max_to_keep=1)
+        self._train_step = tf.function(self._train_step_fn)
+        self._eval_step = tf.function(self._eval_step_fn)
+
+    # ------------------------------------------------------------------ steps
+    def _losses(self, batch, training):
+        cfg = self.train_cfg
+        captions = batch["captions"]
+        words, sentence = self.text(captions, training=training)
+        region, code = self.image(batch["images"][-1], training=False)
+        class_ids = batch["class_id"]
+        mask = tf.not_equal(captions, 0)
+        w0, w1, _ = losses.damsm_word_loss(region, words, mask, class_ids, cfg.gamma1,
+                                           cfg.gamma2, cfg.gamma3)
+        s0, s1 = losses.damsm_sentence_loss(code, sentence, class_ids, cfg.gamma3)
+        i2t, t2i = retrieval_r1(code, sentence, class_ids)
+        return {"w_loss0": w0, "w_loss1": w1, "s_loss0": s0, "s_loss1": s1,
+                "loss": w0 + w1 + s0 + s1, "r1_image_to_text": i2t, "r1_text_to_image": t2i}
+
+    def _train_step_fn(self, batch):
+        with tf.GradientTape() as tape:
+            out = self._losses(batch, training=True)
+        grads = tape.gradient(out["loss"], self.text_vars + self.image_vars)
+        text_grads, image_grads = grads[:len(self.text_vars)], grads[len(self.text_vars):]
+        if self.cfg.damsm_clip > 0:
+            text_grads, _ = tf.clip_by_global_norm(text_grads, self.cfg.damsm_clip)
+        self.optimizer.apply_gradients(
+            zip(list(text_grads) + list(image_grads), self.text_vars + self.image_vars))
+        self.step.assign_add(1)
+        return out
+
+    def _eval_step_fn(self, batch):
+        return self._losses(batch, training=False)
+
+    # ------------------------------------------------------------------ loop
+    def evaluate(self):
+        totals, count = {}, 0
+        for i, batch in enumerate(self.test_ds):
+            if self.cfg.damsm_max_eval_batches and i >= self.cfg.damsm_max_eval_batches:
+                break
+            out = self._eval_step(batch)
+            for k, v in out.items():
+                totals[k] = totals.get(k, 0.0) + float(v)
+            count += 1
+        if not count:
+            raise ValueError(
+                f"the test split gives no batch of --damsm_batch_size={self.cfg.damsm_batch_size}: "
+                "lower it.")
+        return {k: v / count for k, v in totals.items()}
+
+    def total_steps(self):
+        if self.cfg.damsm_max_steps:
+            return self.cfg.damsm_max_steps
+        return self.cfg.damsm_epochs * self.steps_per_epoch
+
+    def train(self, progress=None, metrics_logger=None):
+        """Runs (or resumes) pretraining; returns the best validation metrics."""
+        os.makedirs(self.out_dir, exist_ok=True)
+        if self.manager.latest_checkpoint:
+            self.ckpt.restore(self.manager.latest_checkpoint).assert_existing_objects_matched()
+            log.info("Resumed DAMSM pretraining at epoch %d, step %d", int(self.epoch),
+                     int(self.step))
+        total = self.total_steps()
+        best_metrics = None
+        epochs = math.ceil(total / max(self.steps_per_epoch, 1))
+        while int(self.step) < total and int(self.epoch) < epochs:
+            lr = damsm_learning_rate(self.cfg, int(self.epoch))
+            self.optimizer.learning_rate.assign(lr)
+            t0 = time.time()
+            for batch in self.train_ds.take(self.steps_per_epoch):
+                out = self._train_step(batch)
+                step = int(self.step)
+                if progress is not None:
+                    progress.update(step, {"loss": float(out["loss"]), "lr": lr})
+                if step >= total:
+                    break
+            self.epoch.assign_add(1)
+            train_time = time.time() - t0
+            if int(self.epoch) % self.cfg.damsm_eval_every_epochs == 0 or int(self.step) >= total:
+                val = self.evaluate()
+                val["epoch"] = int(self.epoch)
+                val["lr"] = lr
+                val["epoch_seconds"] = train_time
+                log.info("DAMSM epoch %d: %s", int(self.epoch), _fmt(val))
+                if metrics_logger is not None:
+                    metrics_logger.scalars(int(self.step), {f"damsm_val/{k}": v for k, v in val.items()})
+                self._save(os.path.join(self.out_dir, "last"), val)
+                if val["loss"] < float(self.best):
+                    self.best.assign(val["loss"])
+                    self._save(self.out_dir, val)
+                    best_metrics = val
+            self.manager.save(checkpoint_number=int(self.epoch))
+        if best_metrics is None:
+            best_metrics = self.load_best_metrics()
+        return best_metrics
+
+    def _save(self, directory, val):
+        meta = damsm.encoder_meta(self.model_cfg, self.cfg)
+        meta["validation"] = val
+        meta["dataset"] = self.data_cfg.dataset
+        damsm.save_encoders(directory, self.text, self.image, self.vocab, meta)
+
+    def load_best_metrics(self):
+        path = os.path.join(self.out_dir, damsm.META_FILE)
+        if not os.path.exists(path):
+            return None
+        with open(path) as f:
+            return json.load(f).get("validation")
+
+
+def _fmt(values):
+    return " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
+                    for k, v in values.items())

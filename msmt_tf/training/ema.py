@@ -1,0 +1,104 @@
+"""Exponential moving average of a Keras model's trainable weights into a copy model.
+
+As in the references (DM-GAN/AttnGAN ``code/trainer.py`` ``train``; ``copy_G_params`` /
+``load_params`` in ``code/miscc/utils.py``): after every generator step
+``avg = decay * avg + (1 - decay) * p`` over the *parameters* only (``trainable_weights``).
+Buffers are not averaged: BatchNorm moving mean/variance of the copy are not touched by
+``update``; the references' EMA checkpoints carry the live model's BN statistics, which
+``copy_non_trainable()`` reproduces (call it before sampling/saving if wanted). Seed-generator
+states are never copied.
+
+The copy model is an ordinary Keras model (same class and config), so it is checkpointed,
+exported and evaluated like the live one.
+"""
+
+import tensorflow as tf
+
+from msmt_tf.training.checkpointing import SEED_STATE_NAME
+
+
+def clone_model(model, *build_args, **build_kwargs):
+    """A fresh instance of ``model``'s class from its config, built by calling it once.
+
+    ``build_args``/``build_kwargs`` are sample inputs for that call (only shapes matter).
+    The weights are copied from ``model``.
+    """
+    clone = model.__class__.from_config(model.get_config())
+    if build_args or build_kwargs:
+        clone(*build_args, **build_kwargs)
+    elif not clone.built:
+        raise ValueError(
+            f"clone_model({model.name}): pass sample inputs so the copy can be built."
+        )
+    ExponentialMovingAverage._pairs(model, clone)  # checks structure
+    clone.set_weights(model.get_weights())
+    return clone
+
+
+def _is_seed_state(v):
+    return str(getattr(v, "path", "")).endswith(SEED_STATE_NAME) or getattr(v, "name", "") == SEED_STATE_NAME
+
+
+class ExponentialMovingAverage:
+    """``ema = decay * ema + (1 - decay) * w`` over trainable weights, into ``ema_model``.
+
+    Args:
+        model: the live (trained) Keras model.
+        ema_model: a built copy with the same weight structure (``clone_model``).
+        decay: EMA decay in [0, 1]; 0.999 as the references.
+
+    ``update()`` works eagerly, inside ``tf.function``, and inside ``strategy.run`` (in a
+    replica context it merges into the cross-replica context, so mirrored copies stay equal).
+    """
+
+    def __init__(self, model, ema_model, decay: float = 0.999):
+        if not 0.0 <= float(decay) <= 1.0:
+            raise ValueError(f"EMA decay={decay!r} must be in [0, 1] (--ema_decay).")
+        self.model = model
+        self.ema_model = ema_model
+        self.decay = float(decay)
+        self._trainable = self._pairs(model, ema_model, trainable=True)
+
+    @staticmethod
+    def _pairs(model, ema_model, trainable=True):
+        if trainable:
+            a, b = model.trainable_weights, ema_model.trainable_weights
+        else:
+            a = [v for v in model.non_trainable_weights if not _is_seed_state(v)]
+            b = [v for v in ema_model.non_trainable_weights if not _is_seed_state(v)]
+        if len(a) != len(b) or any(tuple(x.shape) != tuple(y.shape) for x, y in zip(a, b)):
+            raise ValueError(
+                f"EMA copy {ema_model.name!r} does not match {model.name!r}: "
+                f"{[tuple(x.shape) for x in a]} vs {[tuple(y.shape) for y in b]}; build it from "
+                "the same config (ema.clone_model)."
+            )
+        return list(zip(a, b))
+
+    def _mix(self, src, dst):
+        d = tf.constant(self.decay, dtype=dst.dtype)
+        return d * tf.convert_to_tensor(dst) + (1.0 - d) * tf.cast(tf.convert_to_tensor(src), dst.dtype)
+
+    def _in_replica_context(self):
+        ctx = tf.distribute.get_replica_context()
+        return ctx is not None and tf.distribute.has_strategy()
+
+    def update(self):
+        """One EMA step over the trainable weights."""
+        if self._in_replica_context():
+            tf.distribute.get_replica_context().merge_call(lambda _strategy: self._update_cross())
+        else:
+            self._update_cross()
+
+    def _update_cross(self):
+        for src, dst in self._trainable:
+            dst.assign(self._mix(src, dst))
+
+    def copy_weights(self):
+        """Sets the copy's trainable weights to the live model's (decay 0 for one step)."""
+        for src, dst in self._trainable:
+            dst.assign(tf.cast(tf.convert_to_tensor(src), dst.dtype))
+
+    def copy_non_trainable(self):
+        """Copies BatchNorm moving statistics (and other non-trainable weights except seeds)."""
+        for src, dst in self._pairs(self.model, self.ema_model, trainable=False):
+            dst.assign(tf.cast(tf.convert_to_tensor(src), dst.dtype))

@@ -1,0 +1,137 @@
+"""One GAN training step: every discriminator, then the generator (eqs 19-23).
+
+The order and the terms follow the references' `condGANTrainer.train` (facts §6): the
+generator runs once; each stage's discriminator is updated on the detached fakes with
+`(real + cond_real)/2 + (fake + cond_fake + cond_wrong)/3`; then the generator loss is
+computed with the *updated* discriminators:
+
+    L_G = sum_k L_G_k + lambda3 sum_{k in damsm_stages} L_DAMSM_k + lambda1 L_CA
+          + lambda2 sum_{k >= 2} L_RED_k                                        (eq 19)
+
+with `L_G_k = BCE(D_k(x), 1) + BCE(D_k(x, s), 1)` (eq 22 as the references sum it) and
+`L_DAMSM_k = w_loss0 + w_loss1 + s_loss0 + s_loss1` on stage k's image. The text and image
+encoders are frozen. Every loss is scaled by the *global* batch (`global_batch_size`) so that
+the gradients summed over replicas by the optimizers are the global-batch means.
+"""
+
+import tensorflow as tf
+
+from msmt_tf import losses
+from msmt_tf.training import precision
+
+
+class GANStep:
+    """Builds the per-replica step function for a set of networks.
+
+    Args:
+        generator, discriminators, text_encoder, image_encoder: the networks (the encoders
+            frozen).
+        g_optimizer, d_optimizers: built optimizers (possibly `LossScaleOptimizer`s).
+        ema: an `ExponentialMovingAverage` of the generator, or None.
+        noise_rng: `tf.random.Generator` for z.
+        train_cfg: `TrainConfig` (lambdas, gammas, damsm_stages, batch size).
+        z_dim: noise size.
+    """
+
+    def __init__(self, generator, discriminators, text_encoder, image_encoder, g_optimizer,
+                 d_optimizers, ema, noise_rng, train_cfg, z_dim):
+        self.generator = generator
+        self.discriminators = list(discriminators)
+        self.text_encoder = text_encoder
+        self.image_encoder = image_encoder
+        self.g_optimizer = g_optimizer
+        self.d_optimizers = list(d_optimizers)
+        self.ema = ema
+        self.noise_rng = noise_rng
+        self.cfg = train_cfg
+        self.z_dim = z_dim
+
+    def encode_text(self, captions):
+        words, sentence = self.text_encoder(captions, training=False)
+        return tf.stop_gradient(words), tf.stop_gradient(sentence), tf.not_equal(captions, 0)
+
+    def damsm_loss(self, image, words, sentence, mask, class_ids):
+        """`L_DAMSM` of one image batch: word + sentence losses, both directions."""
+        cfg = self.cfg
+        region, code = self.image_encoder(image, training=False)
+        w0, w1, _ = losses.damsm_word_loss(region, words, mask, class_ids, cfg.gamma1, cfg.gamma2,
+                                           cfg.gamma3, global_batch_size=cfg.batch_size)
+        s0, s1 = losses.damsm_sentence_loss(code, sentence, class_ids, cfg.gamma3,
+                                            global_batch_size=cfg.batch_size)
+        return w0 + w1, s0 + s1
+
+    def _d_update(self, reals, fakes, sentence, wrong_sentence):
+        logs, oks = {}, []
+        gbs = self.cfg.batch_size
+        for k, (d, opt) in enumerate(zip(self.discriminators, self.d_optimizers)):
+            with tf.GradientTape() as tape:
+                real_code = d(reals[k], training=True)
+                fake_code = d(tf.stop_gradient(fakes[k]), training=True)
+                out = losses.discriminator_loss(
+                    d.uncond_logits(real_code), d.cond_logits(real_code, sentence),
+                    d.uncond_logits(fake_code), d.cond_logits(fake_code, sentence),
+                    d.cond_logits(real_code, wrong_sentence), global_batch_size=gbs)
+                scaled = opt.scale_loss(out["loss"])
+            grads = tape.gradient(scaled, d.trainable_variables)
+            oks.append(precision.apply_gradients_if_finite(
+                opt, grads, d.trainable_variables, losses=[out["loss"]]))
+            for name in ("loss", "real", "fake", "cond_real", "cond_fake", "cond_wrong",
+                         "accuracy_real", "accuracy_fake"):
+                logs[f"d_{name}/stage{k}"] = out[name]
+        return logs, oks
+
+    def _g_loss(self, out, words, sentence, mask, class_ids):
+        cfg = self.cfg
+        gbs = cfg.batch_size
+        fakes = out["images"]
+        logs = {}
+        total = tf.constant(0.0, tf.float32)
+        for k, d in enumerate(self.discriminators):
+            code = d(fakes[k], training=True)
+            adv = losses.generator_adversarial_loss(
+                d.uncond_logits(code), d.cond_logits(code, sentence), global_batch_size=gbs)
+            logs[f"g_adv/stage{k}"] = adv["loss"]
+            total += adv["loss"]
+        stages = range(len(fakes)) if cfg.damsm_stages == "all" else [len(fakes) - 1]
+        for k in stages:
+            w, s = self.damsm_loss(fakes[k], words, sentence, mask, class_ids)
+            logs[f"g_damsm_word/stage{k}"] = w
+            logs[f"g_damsm_sent/stage{k}"] = s
+            total += cfg.lambda3 * (w + s)
+        kl = losses.kl_loss(out["mu"], out["logvar"], global_batch_size=gbs)
+        logs["g_kl"] = kl
+        total += cfg.lambda1 * kl
+        for k, heads in enumerate(out["head_features"]):
+            if len(heads) > 1:
+                red = losses.redundancy_loss(heads, global_batch_size=gbs)
+                logs[f"g_redundancy/stage{k + 1}"] = red
+                total += cfg.lambda2 * red
+        logs["g_loss"] = total
+        return total, logs
+
+    def __call__(self, batch):
+        """The per-replica step; returns a dict of scalars (already global-batch scaled)."""
+        captions = batch["captions"]
+        words, sentence, mask = self.encode_text(captions)
+        _, wrong_sentence, _ = self.encode_text(batch["wrong_captions"])
+        batch_size = tf.shape(captions)[0]
+        noise = self.noise_rng.normal([batch_size, self.z_dim])
+        inputs = {"noise": noise, "sentence": sentence, "words": words, "mask": mask}
+        with tf.GradientTape() as tape:
+            out = self.generator(inputs, training=True)
+            fakes = [tf.cast(x, tf.float32) for x in out["images"]]
+            with tape.stop_recording():
+                logs, d_oks = self._d_update(batch["images"], fakes, sentence, wrong_sentence)
+            g_loss, g_logs = self._g_loss(out, words, sentence, mask, batch["class_id"])
+            scaled = self.g_optimizer.scale_loss(g_loss)
+        variables = self.generator.trainable_variables
+        grads = tape.gradient(scaled, variables)
+        g_ok = precision.apply_gradients_if_finite(self.g_optimizer, grads, variables,
+                                                   losses=[g_loss])
+        if self.ema is not None:
+            self.ema.update()
+        logs.update(g_logs)
+        finite = tf.reduce_all(tf.stack([g_ok] + d_oks))
+        logs["finite"] = tf.cast(finite, tf.float32)
+        logs["loss_scale"] = precision.loss_scale(self.g_optimizer)
+        return logs

@@ -1,0 +1,257 @@
+"""The GAN training loop: networks, checkpoints, logging, evaluation (issue 5).
+
+`GANTrainer` owns everything of one run: the generator and its EMA copy, one discriminator per
+stage, one Adam per network, the noise generator, the checkpoint (step, epoch, every network
+and optimizer, the RNG states), TensorBoard + `metrics.jsonl`, image grids from a fixed set of
+test captions and noise, and the periodic FID / R-precision evaluation that keeps the best
+checkpoint. Running it again on the same run directory resumes.
+"""
+
+import logging
+import os
+import time
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from msmt_tf.models.discriminator import Discriminator
+from msmt_tf.models.generator import build_generator
+from msmt_tf.models.param_count import dummy_generator_inputs
+from msmt_tf.training import checkpointing, ema as ema_lib, logger as logger_lib
+from msmt_tf.training import distribute, precision, progress as progress_lib
+from msmt_tf.training.gan_step import GANStep
+
+log = logging.getLogger(__name__)
+
+NUM_FIXED_SAMPLES = 8
+_MIN_REDUCED = ("finite",)
+_MEAN_REDUCED = ("loss_scale",)
+
+
+def build_networks(model_cfg, train_cfg, words_num, replica_batch):
+    """Generator, EMA generator and discriminators, built (call inside the strategy scope)."""
+    generator = build_generator(model_cfg, seed=train_cfg.seed, name="generator")
+    dummy = dummy_generator_inputs(model_cfg, batch=replica_batch, words_num=words_num)
+    generator(dummy, training=False)
+    ema_generator = ema_lib.clone_model(generator, dummy, training=False)
+    discriminators = []
+    for k, size in enumerate(model_cfg.image_sizes):
+        d = Discriminator(size, df_dim=model_cfg.df_dim, condition_dim=model_cfg.embedding_dim,
+                          kind=model_cfg.discriminator, seed=train_cfg.seed + 1 + k,
+                          name=f"d_{size}")
+        code = d(np.zeros((replica_batch, size, size, 3), "float32"), training=False)
+        d.uncond_logits(code)
+        d.cond_logits(code, np.zeros((replica_batch, model_cfg.embedding_dim), "float32"))
+        discriminators.append(d)
+    return generator, ema_generator, discriminators
+
+
+def make_optimizer(lr, train_cfg, variables):
+    opt = keras.optimizers.Adam(learning_rate=lr, beta_1=train_cfg.beta_1, beta_2=train_cfg.beta_2,
+                                epsilon=train_cfg.adam_epsilon)
+    opt = precision.wrap_optimizer(opt, train_cfg.precision)
+    opt.build(variables)
+    return opt
+
+
+class GANTrainer:
+    """One GAN run.
+
+    Args:
+        configs: `msmt_tf.cli.common.Configs` (`.data`, `.model`, `.train`, `.damsm`).
+        run: `RunDir` of the run (already prepared).
+        strategy: a `tf.distribute.Strategy`.
+        text_encoder, image_encoder: frozen DAMSM encoders (built in the strategy scope).
+        vocab: the dataset vocabulary (for captions on the grids).
+        train_ds: one epoch of training batches (global batch; `drop_remainder`).
+        steps_per_epoch: number of batches in `train_ds`.
+        fixed_batch: a dict batch of test captions for the image grids (numpy).
+        evaluator: optional object with `evaluate(generator, num_images, batch_size, seed)`
+            returning a dict with at least `fid`; used every `--eval_every` steps.
+        eval_num_images: images per in-training evaluation.
+        is_chief: whether this worker writes logs.
+    """
+
+    def __init__(self, configs, run, strategy, text_encoder, image_encoder, vocab, train_ds,
+                 steps_per_epoch, fixed_batch=None, evaluator=None, eval_num_images=1000,
+                 is_chief=True):
+        self.configs = configs
+        self.cfg = configs.train
+        self.model_cfg = configs.model
+        self.run = run
+        self.strategy = strategy
+        self.vocab = vocab
+        self.steps_per_epoch = steps_per_epoch
+        self.evaluator = evaluator
+        self.eval_num_images = eval_num_images
+        self.is_chief = is_chief
+        cfg = self.cfg
+        replicas = strategy.num_replicas_in_sync
+        if cfg.batch_size % replicas:
+            raise ValueError(f"--batch_size={cfg.batch_size} is not divisible by the "
+                             f"{replicas} replicas of --strategy={cfg.strategy}.")
+        self.replica_batch = cfg.batch_size // replicas
+        words_num = configs.data.words_num
+        with strategy.scope():
+            self.generator, self.ema_generator, self.discriminators = build_networks(
+                self.model_cfg, cfg, words_num, self.replica_batch)
+            self.g_optimizer = make_optimizer(cfg.g_lr, cfg, self.generator.trainable_variables)
+            self.d_optimizers = [make_optimizer(cfg.d_lr, cfg, d.trainable_variables)
+                                 for d in self.discriminators]
+            self.noise_rng = tf.random.Generator.from_seed(cfg.seed, alg="philox")
+        self.ema = ema_lib.ExponentialMovingAverage(self.generator, self.ema_generator,
+                                                    decay=cfg.ema_decay)
+        objects = {"generator": self.generator, "ema_generator": self.ema_generator,
+                   "g_optimizer": self.g_optimizer}
+        for k, (d, opt) in enumerate(zip(self.discriminators, self.d_optimizers)):
+            objects[f"discriminator_{k}"] = d
+            objects[f"d_optimizer_{k}"] = opt
+        rng = checkpointing.RngState(generators={"noise": self.noise_rng},
+                                     models=[self.generator])
+        self.checkpoint = checkpointing.TrainCheckpoint(
+            run.checkpoint_dir, keep=cfg.keep_checkpoints, best_directory=run.best_dir,
+            checkpoint_every=cfg.checkpoint_every, rng=rng, is_chief=is_chief, **objects)
+        self.step_fn = GANStep(self.generator, self.discriminators, text_encoder, image_encoder,
+                               self.g_optimizer, self.d_optimizers, self.ema, self.noise_rng, cfg,
+                               self.model_cfg.z_dim)
+        self.train_ds = distribute.distribute_dataset(strategy, train_ds)
+        self._train_step = tf.function(self._distributed_step, jit_compile=cfg.jit_compile or None)
+        self.text_encoder = text_encoder
+        self.fixed = self._fixed_inputs(fixed_batch) if fixed_batch is not None else None
+
+    # ------------------------------------------------------------------ steps
+    def _distributed_step(self, batch):
+        logs = self.strategy.run(self.step_fn, args=(batch,))
+        out = {}
+        for k, v in logs.items():
+            op = (tf.distribute.ReduceOp.MIN if k in _MIN_REDUCED else
+                  tf.distribute.ReduceOp.MEAN if k in _MEAN_REDUCED else tf.distribute.ReduceOp.SUM)
+            if op == tf.distribute.ReduceOp.MIN:
+                v = self.strategy.reduce(tf.distribute.ReduceOp.SUM, 1.0 - v, axis=None)
+                out[k] = tf.cast(tf.equal(v, 0.0), tf.float32)
+            else:
+                out[k] = self.strategy.reduce(op, v, axis=None)
+        return out
+
+    # ------------------------------------------------------------------ grids
+    def _fixed_inputs(self, batch):
+        n = min(NUM_FIXED_SAMPLES, len(batch["captions"]))
+        captions = np.asarray(batch["captions"][:n], np.int32)
+        noise = np.random.default_rng(self.cfg.seed + 12345).normal(
+            size=(n, self.model_cfg.z_dim)).astype("float32")
+        eps = np.random.default_rng(self.cfg.seed + 54321).normal(
+            size=(n, self.model_cfg.condition_dim)).astype("float32")
+        texts = [self.vocab.decode(c) for c in captions]
+        return {"captions": captions, "noise": noise, "ca_eps": eps, "texts": texts}
+
+    def sample_fixed(self, generator=None):
+        """Images of the fixed captions/noise from `generator` (default: the EMA copy)."""
+        generator = generator or self.ema_generator
+        f = self.fixed
+        words, sentence = self.text_encoder(f["captions"], training=False)
+        out = generator({"noise": f["noise"], "sentence": sentence, "words": words,
+                         "mask": f["captions"] != 0, "ca_eps": f["ca_eps"]}, training=False)
+        return out
+
+    def write_grids(self, metrics_logger, step):
+        if self.fixed is None or not self.is_chief:
+            return None
+        out = self.sample_fixed()
+        paths = []
+        for k, images in enumerate(out["images"]):
+            _, path = metrics_logger.grid(step, f"samples/stage{k}", np.asarray(images, np.float32),
+                                          captions=self.fixed["texts"])
+            paths.append(path)
+        for k, attn in enumerate(out["attention"]):
+            maps = self._attention_grid(np.asarray(attn[0], np.float32), self.fixed["captions"][0])
+            if maps is not None:
+                metrics_logger.grid(step, f"attention/stage{k + 1}", maps[0], captions=maps[1])
+        return paths
+
+    def _attention_grid(self, attn, caption):
+        """Per-word maps `[L', S, S, 3]` in [-1, 1] of the first fixed caption."""
+        length = int(np.sum(caption != 0))
+        if length == 0:
+            return None
+        maps = attn[..., :length]  # [S, S, L']
+        maps = maps / np.maximum(maps.max(axis=(0, 1), keepdims=True), 1e-8)
+        images = np.repeat(np.transpose(maps, (2, 0, 1))[..., None], 3, axis=-1) * 2.0 - 1.0
+        words = [self.vocab.ixtoword.get(int(i), "?") for i in caption[:length]]
+        return images, words
+
+    # ------------------------------------------------------------------ loop
+    def total_steps(self):
+        return self.cfg.total_steps(self.steps_per_epoch)
+
+    def evaluate(self, metrics_logger, step):
+        if self.evaluator is None:
+            return None
+        t0 = time.time()
+        result = self.evaluator.evaluate(self.ema_generator, num_images=self.eval_num_images,
+                                         batch_size=min(50, self.eval_num_images),
+                                         seed=self.cfg.seed)
+        scalars = {f"eval/{k}": v for k, v in result.items()
+                   if isinstance(v, (int, float)) and not isinstance(v, bool)}
+        scalars["eval/seconds"] = time.time() - t0
+        if self.is_chief:
+            metrics_logger.scalars(step, scalars)
+        if "fid" in result and np.isfinite(result["fid"]):
+            self.checkpoint.update_best(result["fid"], metric="fid")
+        return result
+
+    def train(self, stream=None):
+        """Runs or resumes the loop; returns a dict with the final step and last metrics."""
+        cfg = self.cfg
+        start = self.checkpoint.restore_latest()
+        if start == 0:
+            self.ema.copy_weights()
+        total = self.total_steps()
+        counter = precision.NonFiniteCounter(cfg.max_nonfinite_steps, cfg.precision)
+        metrics_logger = logger_lib.MetricsLogger(self.run.path, resume_step=start or None,
+                                                  enabled=self.is_chief)
+        prog = progress_lib.Progress(total, initial=start, every=cfg.log_every, stream=stream)
+        last_logs, last_eval = {}, None
+        step = start
+        with checkpointing.StopSignal() as stop, metrics_logger:
+            if start == 0:
+                self.write_grids(metrics_logger, 0)
+            while step < total and not stop.requested:
+                epoch_start = time.time()
+                for batch in self.train_ds:
+                    t0 = time.time()
+                    logs = self._train_step(batch)
+                    self.checkpoint.step.assign_add(1)
+                    step = int(self.checkpoint.step.numpy())
+                    finite = counter.update(float(logs["finite"]) > 0.5, step)
+                    if step % cfg.log_every == 0 or step == total:
+                        dt = time.time() - t0
+                        scalars = {k: float(v) for k, v in logs.items()}
+                        scalars.update({
+                            "lr/generator": cfg.g_lr, "lr/discriminator": cfg.d_lr,
+                            "step_seconds": dt, "examples_per_second": cfg.batch_size / max(dt, 1e-9),
+                            "nonfinite_total": counter.total})
+                        metrics_logger.scalars(step, scalars)
+                        last_logs = scalars
+                    if finite:
+                        prog.update(step, {"g": float(logs["g_loss"]),
+                                           "d": float(logs[f"d_loss/stage{len(self.discriminators) - 1}"])})
+                    if step % cfg.image_every == 0:
+                        self.write_grids(metrics_logger, step)
+                    if cfg.eval_every and step % cfg.eval_every == 0 and step < total:
+                        last_eval = self.evaluate(metrics_logger, step)
+                    self.checkpoint.maybe_save()
+                    if step >= total or stop.requested:
+                        break
+                self.checkpoint.epoch.assign_add(1)
+                log.info("epoch %d done in %.1fs", int(self.checkpoint.epoch.numpy()),
+                         time.time() - epoch_start)
+            if stop.requested:
+                prog.write(f"stop requested: saving step {step} and exiting")
+                self.checkpoint.save("signal")
+                return {"step": step, "stopped": True, "logs": last_logs}
+            self.write_grids(metrics_logger, step)
+            last_eval = self.evaluate(metrics_logger, step)
+            self.checkpoint.save("final")
+            prog.close()
+        return {"step": step, "stopped": False, "logs": last_logs, "eval": last_eval}

@@ -1,0 +1,181 @@
+"""End-to-end jobs behind the entry points: DAMSM pretraining and GAN training.
+
+The entry points (`msmt_tf.pretrain_damsm`, `msmt_tf.train`) parse flags into configs and call
+these functions; everything here takes frozen configs only.
+"""
+
+import json
+import logging
+import os
+import sys
+
+import numpy as np
+
+from msmt_tf import data as data_lib
+from msmt_tf.configlib import ConfigError
+from msmt_tf.models import damsm
+from msmt_tf.training import run_dir as run_dir_lib
+
+log = logging.getLogger(__name__)
+
+BASELINE_FILE = "untrained_metrics.json"
+
+
+def check_consistency(configs):
+    """Cross-domain checks that no single config can make."""
+    d, m = configs.data, configs.model
+    if (d.base_size, d.stages) != (m.base_size, m.stages):
+        raise ConfigError(
+            f"data (--base_size={d.base_size}, --stages={d.stages}) and model "
+            f"({m.base_size}, {m.stages}) disagree; they are the same flags: set them once.")
+
+
+def prepare_data(configs, stream=sys.stdout):
+    """Generates/validates the dataset and prints what was prepared; returns the splits."""
+    cfg = configs.data
+    root = data_lib.ensure_dataset(cfg)
+    train = data_lib.load_split(cfg, "train")
+    test = data_lib.load_split(cfg, "test")
+    sizes = [cfg.base_size * 2**k for k in range(cfg.stages)]
+    print(f"data: {cfg.dataset} in {root}: {len(train):,} train / {len(test):,} test images, "
+          f"{len(train.captions):,} + {len(test.captions):,} captions, vocabulary "
+          f"{len(train.vocab):,} words, {len(set(train.class_ids.tolist())):,} train classes, "
+          f"stage sizes {sizes}", file=stream)
+    return train, test
+
+
+def damsm_directory(configs):
+    return configs.damsm.damsm_dir or os.path.join("runs", f"{configs.data.dataset}_damsm")
+
+
+def pretrain_damsm(configs, train_split=None, test_split=None, stream=sys.stderr):
+    """Trains (or resumes) the DAMSM encoders; returns `(directory, best validation metrics)`."""
+    from msmt_tf.training import progress as progress_lib
+    from msmt_tf.training.damsm_trainer import DAMSMTrainer
+
+    cfg = configs.damsm
+    if train_split is None:
+        data_lib.ensure_dataset(configs.data)
+        train_split = data_lib.load_split(configs.data, "train")
+        test_split = data_lib.load_split(configs.data, "test")
+    out_dir = damsm_directory(configs)
+    batch = cfg.damsm_batch_size
+    steps_per_epoch = len(train_split) // batch
+    if steps_per_epoch < 1:
+        raise ConfigError(f"--damsm_batch_size={batch} exceeds the {len(train_split)} training "
+                          "images: lower it.")
+    seed = configs.train.seed if configs.data.deterministic else None
+    train_ds = data_lib.make_dataset(configs.data, train_split, batch, training=True, seed=seed)
+    test_ds = data_lib.make_dataset(configs.data, test_split, batch, training=False, seed=seed)
+    trainer = DAMSMTrainer(configs.data, configs.model, configs.train, cfg, out_dir, train_ds,
+                           test_ds, train_split.vocab, steps_per_epoch)
+    total = trainer.total_steps()
+    prog = progress_lib.Progress(total, initial=int(trainer.step), every=configs.train.log_every,
+                                 stream=stream)
+    best = trainer.train(progress=prog)
+    prog.close()
+    return out_dir, best
+
+
+def _fixed_batch(configs, test_split):
+    ds = data_lib.make_dataset(configs.data, test_split, 8, training=False, seed=0)
+    for batch in ds.take(1):
+        return {k: (v.numpy() if hasattr(v, "numpy") else v) for k, v in batch.items()
+                if k != "images"}
+    return None
+
+
+def make_evaluator(configs, text_encoder, image_encoder, vocab):
+    """The in-training evaluator (FID, R-precision, attribute accuracy), or None if unavailable."""
+    try:
+        from msmt_tf.evaluation.evaluator import Evaluator
+    except ImportError as e:  # pragma: no cover - the evaluation module ships with the package
+        log.warning("evaluation disabled: %s", e)
+        return None
+    return Evaluator(configs, text_encoder, image_encoder, vocab)
+
+
+def train(configs, stream=sys.stderr, out=sys.stdout):
+    """The whole GAN job: data, DAMSM encoders (pretrained if missing), run dir, loop, report."""
+    import tensorflow as tf
+
+    from msmt_tf.training import distribute, precision
+    from msmt_tf.training.gan_trainer import GANTrainer
+
+    check_consistency(configs)
+    tcfg = configs.train
+    if tcfg.deterministic:
+        tf.config.experimental.enable_op_determinism()
+    train_split, test_split = prepare_data(configs, stream=out)
+    damsm_dir = damsm_directory(configs)
+    if not damsm.exists(damsm_dir):
+        print(f"no DAMSM encoders in {damsm_dir}: pretraining them first "
+              "(python -m msmt_tf.pretrain_damsm)", file=out)
+        _, best = pretrain_damsm(configs, train_split, test_split, stream=stream)
+        print(f"DAMSM encoders: {damsm_dir} (validation: {json.dumps(best)})", file=out)
+    precision.set_precision(tcfg.precision)
+    strategy = distribute.make_strategy(tcfg.strategy)
+    _, is_chief = distribute.worker_info(strategy)
+    path = tcfg.run_dir or run_dir_lib.default_run_dir(configs.data.dataset,
+                                                        configs.model.preset_name)
+    run = run_dir_lib.prepare_run_dir(path, configs.to_dict(), resume=tcfg.resume,
+                                      is_chief=is_chief)
+    with strategy.scope():
+        text, image, vocab, _ = damsm.load_encoders(damsm_dir, configs.model, train_split.vocab)
+    steps_per_epoch = len(train_split) // tcfg.batch_size
+    seed = tcfg.seed if configs.data.deterministic else None
+    train_ds = data_lib.make_dataset(configs.data, train_split, tcfg.batch_size, training=True,
+                                     seed=seed)
+    evaluator = make_evaluator(configs, text, image, vocab)
+    eval_images = min(configs.eval.num_images, len(test_split)) if hasattr(configs, "eval") else 0
+    trainer = GANTrainer(configs, run, strategy, text, image, vocab, train_ds, steps_per_epoch,
+                         fixed_batch=_fixed_batch(configs, test_split), evaluator=evaluator,
+                         eval_num_images=eval_images, is_chief=is_chief)
+    baseline = None
+    baseline_path = os.path.join(run.path, BASELINE_FILE)
+    if evaluator is not None and not os.path.exists(baseline_path) and trainer.checkpoint.latest is None:
+        baseline = evaluator.evaluate(trainer.ema_generator, num_images=eval_images,
+                                      batch_size=min(50, eval_images), seed=tcfg.seed)
+        if is_chief:
+            with open(baseline_path, "w") as f:
+                json.dump(_jsonable(baseline), f, indent=2, sort_keys=True)
+    elif os.path.exists(baseline_path):
+        with open(baseline_path) as f:
+            baseline = json.load(f)
+    result = trainer.train(stream=stream)
+    report(run.path, result, baseline, out)
+    return result
+
+
+def _jsonable(d):
+    out = {}
+    for k, v in (d or {}).items():
+        if isinstance(v, (np.floating, np.integer)):
+            v = v.item()
+        if isinstance(v, dict):
+            v = _jsonable(v)
+        out[k] = v
+    return out
+
+
+def report(run_path, result, baseline, out=sys.stdout):
+    """Prints where the outputs are and the final metrics next to the untrained generator's."""
+    print(f"\nrun directory: {run_path}", file=out)
+    print(f"  checkpoints: {os.path.join(run_path, 'checkpoints')}  image grids: "
+          f"{os.path.join(run_path, 'grids')}  TensorBoard: --logdir {os.path.join(run_path, 'tensorboard')}",
+          file=out)
+    final = result.get("eval") or {}
+    rows = [("FID", "fid"), ("KID", "kid"), ("R-precision (%)", "r_precision"),
+            ("attribute accuracy", "attribute_accuracy")]
+    if final or baseline:
+        print(f"  {'metric':<20} {'untrained':>12} {'trained':>12}", file=out)
+        for label, key in rows:
+            a = (baseline or {}).get(key)
+            b = final.get(key)
+            if a is None and b is None:
+                continue
+            fa = f"{a:12.4f}" if isinstance(a, (int, float)) else f"{'-':>12}"
+            fb = f"{b:12.4f}" if isinstance(b, (int, float)) else f"{'-':>12}"
+            print(f"  {label:<20} {fa} {fb}", file=out)
+    if result.get("stopped"):
+        print("  stopped early by a signal: run the same command again to resume.", file=out)

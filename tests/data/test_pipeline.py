@@ -1,0 +1,188 @@
+"""make_dataset: structure, determinism, transforms, caption choice and truncation."""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from PIL import Image
+
+from msmt_tf.data import pipeline, shapes
+from msmt_tf.data.config import DataConfig
+from msmt_tf.data.dataset import Split, load_split
+from msmt_tf.data.errors import DataError
+from msmt_tf.data.vocabulary import Vocabulary
+
+
+@pytest.fixture(scope="module")
+def shapes_cfg(tmp_path_factory):
+    root = str(tmp_path_factory.mktemp("pipe") / "shapes")
+    cfg = DataConfig(data_dir=root, shapes_num_train=24, shapes_num_test=8, shapes_size=32,
+                     base_size=16, stages=2, words_num=6, shapes_seed=3)
+    shapes.ensure_generated(root, 3, 24, 8, 32, processes=1)
+    return cfg
+
+
+def _batches(ds):
+    return [{k: (tuple(x.numpy() for x in v) if k == "images" else v.numpy())
+             for k, v in b.items()} for b in ds]
+
+
+def _equal(a, b):
+    if len(a) != len(b):
+        return False
+    for x, y in zip(a, b):
+        for k in x:
+            xs, ys = (x[k], y[k]) if k == "images" else ((x[k],), (y[k],))
+            if any(not np.array_equal(p, q) for p, q in zip(xs, ys)):
+                return False
+    return True
+
+
+def test_structure_shapes_dtypes_ranges(shapes_cfg):
+    ds = pipeline.make_dataset(shapes_cfg, "train", 5, training=True, seed=1)
+    spec = ds.element_spec
+    assert [s.shape.as_list() for s in spec["images"]] == [[5, 16, 16, 3], [5, 32, 32, 3]]
+    assert spec["captions"].shape.as_list() == [5, 6] and spec["captions"].dtype == tf.int32
+    for k in ("caption_len", "class_id", "wrong_caption_len"):
+        assert spec[k].dtype == tf.int32 and spec[k].shape.as_list() == [5]
+    assert spec["key"].dtype == tf.string
+    batches = _batches(ds)
+    assert len(batches) == 4  # 24 // 5, remainder dropped
+    keys = np.concatenate([b["key"] for b in batches])
+    assert len(set(keys.tolist())) == 20
+    for b in batches:
+        for img in b["images"]:
+            assert img.dtype == np.float32 and img.min() >= -1.0 and img.max() <= 1.0
+            assert img.max() - img.min() > 0.5
+        n = b["caption_len"]
+        assert ((1 <= n) & (n <= 6)).all()
+        pos = np.arange(6)[None, :]
+        assert ((b["captions"] != 0) == (pos < n[:, None])).all()  # zero padding after the words
+        assert ((b["wrong_captions"] != 0) == (pos < b["wrong_caption_len"][:, None])).all()
+    evals = _batches(pipeline.make_dataset(shapes_cfg, "test", 5, training=False, seed=1))
+    assert [len(b["key"]) for b in evals] == [5, 3]
+    assert np.concatenate([b["key"] for b in evals]).tolist() == \
+        [k.encode() for k in load_split(shapes_cfg, "test").keys]
+
+
+def test_seeds(shapes_cfg):
+    make = lambda s: pipeline.make_dataset(shapes_cfg, "train", 4, training=True, seed=s)  # noqa: E731
+    a1, a2 = make(7), make(7)
+    first, again = _batches(a1), _batches(a2)
+    assert _equal(first, again)
+    assert _equal(_batches(a1), _batches(a2))  # second epochs also agree
+    assert not _equal(first, _batches(a1))  # but differ from the first epoch
+    assert not _equal(first, _batches(make(8)))
+    det = pipeline.make_dataset(shapes_cfg.replace(deterministic=True, seed=7), "train", 4, True)
+    assert _equal(first, _batches(det))
+
+
+def test_parallelism_and_cache_do_not_change_batches(shapes_cfg):
+    ref = _batches(pipeline.make_dataset(shapes_cfg, "train", 4, True, seed=5))
+    one = shapes_cfg.replace(num_parallel_calls=1)
+    assert _equal(ref, _batches(pipeline.make_dataset(one, "train", 4, True, seed=5)))
+    cached = pipeline.make_dataset(shapes_cfg.replace(cache=True), "train", 4, True, seed=5)
+    assert _equal(ref, _batches(cached))
+    ref_eval = _batches(pipeline.make_dataset(shapes_cfg, "test", 4, False, seed=5))
+    cached_eval = pipeline.make_dataset(shapes_cfg.replace(cache=True), "test", 4, False, seed=5)
+    assert _equal(ref_eval, _batches(cached_eval))
+
+
+def _custom_split(tmp_path, images, captions, cpi, class_ids=None):
+    paths = []
+    for i, img in enumerate(images):
+        p = str(tmp_path / f"im{i}.png")
+        Image.fromarray(img).save(p)
+        paths.append(p)
+    vocab = Vocabulary({i: ("<end>" if i == 0 else f"w{i}") for i in range(60)})
+    n = len(images)
+    return Split(name="train", data_dir=str(tmp_path), keys=[f"k{i}" for i in range(n)],
+                 captions=captions, vocab=vocab, image_paths=paths, bboxes=None,
+                 class_ids=np.asarray(class_ids if class_ids is not None else range(n), np.int64),
+                 captions_per_image=cpi)
+
+
+def test_caption_choice_and_truncation(tmp_path):
+    img = np.zeros((40, 40, 3), np.uint8)
+    long_caption = list(range(1, 31))
+    n = 40  # images 0..38 share two captions (long, short); image 39 has short ones
+    captions = [long_caption, [40, 41, 42]] * (n - 1) + [[43], [44, 45]]
+    split = _custom_split(tmp_path, [img] * n, captions, 2)
+    cfg = DataConfig(dataset="folder", data_dir=str(tmp_path), words_num=8, base_size=16, stages=1)
+    seen_train, seen_first = set(), {0: 0, 1: 0}
+    for b in pipeline.make_dataset(cfg, split, 8, training=True, seed=0):
+        for cap, n, key in zip(b["captions"].numpy(), b["caption_len"].numpy(), b["key"].numpy()):
+            if key != b"k39":
+                if cap[0] == 40:
+                    assert cap.tolist() == [40, 41, 42, 0, 0, 0, 0, 0] and n == 3
+                    seen_first[1] += 1
+                else:  # random subset of 8 words of 1..30, original order kept
+                    assert n == 8 and (np.diff(cap) > 0).all() and cap.max() <= 30
+                    seen_train.add(tuple(cap.tolist()))
+                    seen_first[0] += 1
+            else:
+                assert cap.tolist() in ([43] + [0] * 7, [44, 45] + [0] * 6)
+    assert min(seen_first.values()) >= 8  # both captions are chosen
+    assert len(seen_train) >= 8  # and the word subset changes
+    for b in pipeline.make_dataset(cfg, split, 8, training=False, seed=0):
+        for cap, n, key in zip(b["captions"].numpy(), b["caption_len"].numpy(), b["key"].numpy()):
+            if key != b"k39":  # evaluation: the first 8 words
+                assert cap.tolist() in (list(range(1, 9)), [40, 41, 42, 0, 0, 0, 0, 0])
+                assert n == (8 if cap[0] == 1 else 3)
+
+
+def test_image_transforms_exact(tmp_path):
+    rng = np.random.default_rng(0)
+    # The shorter side already equals int(32 * 76 / 64) = 38, so the resize is the identity.
+    img = rng.integers(0, 256, size=(38, 50, 3), dtype=np.uint8)
+    split = _custom_split(tmp_path, [img] * 24, [[1], [2]] * 12, 1, class_ids=[0, 1] * 12)
+    cfg = DataConfig(dataset="folder", data_dir=str(tmp_path), base_size=8, stages=3)
+    to_unit = lambda a: a.astype(np.float32) / 127.5 - 1.0  # noqa: E731
+    b = next(iter(pipeline.make_dataset(cfg, split, 2, training=False, seed=0)))
+    final = b["images"][2].numpy()[0]
+    # centre crop offsets: ((38 - 32 + 1) // 2, (50 - 32 + 1) // 2) = (3, 9)
+    np.testing.assert_allclose(final, to_unit(img[3:35, 9:41]), atol=1e-5)
+    # smaller stages: antialiased bilinear (triangle filter) downscaling, as PIL's BILINEAR
+    crop = img[3:35, 9:41].astype(np.float32)
+    for stage, size in ((0, 8), (1, 16)):
+        want = np.stack([np.asarray(Image.fromarray(crop[..., c], mode="F").resize(
+            (size, size), Image.BILINEAR)) for c in range(3)], axis=-1)
+        got = (b["images"][stage].numpy()[0] + 1.0) * 127.5
+        np.testing.assert_allclose(got, want, atol=0.5)
+        aliased = tf.image.resize(crop, [size, size], antialias=False).numpy()
+        assert np.abs(aliased - want).max() > 10  # the check can tell the filters apart
+    crops = [to_unit(img[y:y + 32, x:x + 32]) for y in range(7) for x in range(19)]
+    mirrored = 0
+    for f in pipeline.make_dataset(cfg, split, 8, training=True, seed=0):
+        for out in f["images"][2].numpy():
+            plain = any(np.abs(out - c).max() < 1e-4 for c in crops)
+            flipped = any(np.abs(out[:, ::-1] - c).max() < 1e-4 for c in crops)
+            assert plain or flipped
+            mirrored += flipped and not plain
+    assert 4 <= mirrored <= 20
+    # shapes captions name left and right: never mirrored there
+    for f in pipeline.make_dataset(cfg.replace(dataset="shapes"), split, 8, training=True, seed=1):
+        for out in f["images"][2].numpy():
+            assert any(np.abs(out - c).max() < 1e-4 for c in crops)
+
+
+def test_wrong_partner_hand_cases():
+    assert pipeline.wrong_partner(tf.constant([1, 1, 2, 1])).numpy().tolist() == [2, 2, 3, 2]
+    assert pipeline.wrong_partner(tf.constant([5, 5, 5])).numpy().tolist() == [1, 2, 0]
+    assert pipeline.wrong_partner(tf.constant([9])).numpy().tolist() == [0]
+
+
+def test_wrong_captions_come_from_other_classes(shapes_cfg):
+    for b in pipeline.make_dataset(shapes_cfg, "train", 6, training=True, seed=2):
+        cls = b["class_id"].numpy()
+        caps, wrong = b["captions"].numpy(), b["wrong_captions"].numpy()
+        partner = pipeline.wrong_partner(b["class_id"]).numpy()
+        np.testing.assert_array_equal(wrong, caps[partner])
+        np.testing.assert_array_equal(b["wrong_caption_len"].numpy(), b["caption_len"].numpy()[partner])
+        assert (partner != np.arange(6)).all()
+        if len(set(cls.tolist())) > 1:
+            assert (cls[partner] != cls).all()
+
+
+def test_batch_larger_than_split_is_an_error(shapes_cfg):
+    with pytest.raises(DataError, match="batch_size=30"):
+        pipeline.make_dataset(shapes_cfg, "train", 30, training=True)

@@ -1,0 +1,52 @@
+"""TrainConfig: reference defaults, bounds, flags round trip."""
+
+import dataclasses
+
+import pytest
+from absl import flags
+
+from msmt_tf import configlib
+from msmt_tf.cli import flagutil
+from msmt_tf.training.config import TrainConfig
+
+
+def test_defaults_follow_the_references_and_the_paper():
+    c = TrainConfig()
+    assert (c.batch_size, c.g_lr, c.d_lr, c.beta_1, c.beta_2, c.adam_epsilon) == (20, 2e-4, 2e-4, 0.5, 0.999, 1e-8)
+    assert c.ema_decay == 0.999
+    assert (c.lambda1, c.lambda2, c.lambda3, c.damsm_stages) == (1.0, 0.5, 5.0, "all")
+    assert (c.gamma1, c.gamma2, c.gamma3) == (4.0, 5.0, 10.0)
+    assert (c.precision, c.strategy, c.resume, c.run_dir, c.jit_compile) == ("float32", "default", True, None, False)
+    assert c.max_nonfinite_steps == 20
+
+
+def test_bad_values_name_the_flag():
+    with pytest.raises(configlib.ConfigError, match=r"--precision='fp16' is not one of"):
+        TrainConfig(precision="fp16")
+    with pytest.raises(configlib.ConfigError, match=r"--batch_size=0 must be >= 1"):
+        TrainConfig(batch_size=0)
+    with pytest.raises(configlib.ConfigError, match=r"--ema_decay=1.5 must be <= 1.0"):
+        TrainConfig(ema_decay=1.5)
+    with pytest.raises(configlib.ConfigError, match=r"--run_dir is empty"):
+        TrainConfig(run_dir="  ")
+    with pytest.raises(configlib.ConfigError, match="--strategy='tpu'"):
+        TrainConfig(strategy="tpu")
+
+
+def test_total_steps():
+    assert TrainConfig(max_steps=7, epochs=3).total_steps(100) == 7
+    assert TrainConfig(epochs=3).total_steps(100) == 300
+    with pytest.raises(configlib.ConfigError, match="--batch_size=20"):
+        TrainConfig().total_steps(0)
+
+
+def test_flags_round_trip():
+    fv = flags.FlagValues()
+    flagutil.define_flags(TrainConfig, flag_values=fv)
+    fv(["prog", "--noresume", "--precision=mixed_float16", "--g_lr=0.001", "--run_dir=/tmp/r",
+        "--damsm_stages=last", "--max_steps=10"])
+    c = flagutil.from_flags(TrainConfig, flag_values=fv)
+    assert c == TrainConfig(resume=False, precision="mixed_float16", g_lr=0.001, run_dir="/tmp/r",
+                            damsm_stages="last", max_steps=10)
+    assert TrainConfig.from_dict(c.to_dict()) == c
+    assert {f.name for f in dataclasses.fields(TrainConfig)} <= set(fv)

@@ -1,0 +1,68 @@
+"""EMA of trainable weights (parameters only, as the references), BN stats copy on demand."""
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from msmt_tf.training import ema as ema_lib
+
+
+def _net():
+    return keras.Sequential(
+        [keras.Input((3,)), keras.layers.Dense(4), keras.layers.BatchNormalization(),
+         keras.layers.Dropout(0.5, seed=1), keras.layers.Dense(2)]
+    )
+
+
+def _np(v):
+    return keras.ops.convert_to_numpy(v)
+
+
+def test_update_matches_numpy_and_leaves_buffers():
+    model = _net()
+    copy = ema_lib.clone_model(model, np.zeros((1, 3), "float32"))
+    ema = ema_lib.ExponentialMovingAverage(model, copy, decay=0.9)
+    rs = np.random.RandomState(0)
+    expected = [_np(v) for v in copy.trainable_weights]
+    bn_before = [_np(v) for v in copy.layers[1].non_trainable_weights]
+    update = tf.function(ema.update)
+    for i in range(3):
+        for v in model.trainable_weights:
+            v.assign(rs.normal(size=v.shape).astype("float32"))
+        # The live model's BN statistics move; the EMA copy's must not.
+        model(rs.normal(size=(8, 3)).astype("float32"), training=True)
+        (update if i else ema.update)()  # eager and compiled
+        expected = [0.9 * e + 0.1 * _np(v) for e, v in zip(expected, model.trainable_weights)]
+    for e, v in zip(expected, copy.trainable_weights):
+        np.testing.assert_allclose(_np(v), e, rtol=1e-6, atol=1e-6)
+    for b, v in zip(bn_before, copy.layers[1].non_trainable_weights):
+        np.testing.assert_array_equal(_np(v), b)
+    assert not np.allclose(_np(model.layers[1].moving_mean), bn_before[0])
+
+    ema.copy_non_trainable()
+    for a, b in zip(model.layers[1].non_trainable_weights, copy.layers[1].non_trainable_weights):
+        np.testing.assert_array_equal(_np(a), _np(b))
+    ema.copy_weights()
+    for a, b in zip(model.trainable_weights, copy.trainable_weights):
+        np.testing.assert_array_equal(_np(a), _np(b))
+
+
+def test_seed_states_are_not_copied():
+    model = _net()
+    copy = ema_lib.clone_model(model, np.zeros((1, 3), "float32"))
+    model(np.ones((2, 3), "float32"), training=True)  # advances model's dropout seed
+    seed = [v for v in copy.variables if v.path.endswith("seed_generator_state")]
+    assert seed
+    before = _np(seed[0])
+    ema_lib.ExponentialMovingAverage(model, copy).copy_non_trainable()
+    np.testing.assert_array_equal(_np(seed[0]), before)
+
+
+def test_structure_mismatch_and_bad_decay():
+    a = keras.Sequential([keras.Input((3,)), keras.layers.Dense(4)])
+    b = keras.Sequential([keras.Input((3,)), keras.layers.Dense(5)])
+    with pytest.raises(ValueError, match="does not match"):
+        ema_lib.ExponentialMovingAverage(a, b)
+    with pytest.raises(ValueError, match="--ema_decay"):
+        ema_lib.ExponentialMovingAverage(a, a, decay=1.5)
