@@ -17,7 +17,7 @@ import os
 import sys
 from typing import Optional
 
-from absl import app, flags, logging
+from absl import app, logging
 
 from msmt_tf import configlib
 from msmt_tf.cli import flagutil

@@ -53,8 +53,20 @@ def test_bad_path_is_one_line(tmp_path):
 
 
 def test_folder_vs_folder_save_stats(tmp_path, fid_weight_arrays, monkeypatch):
-    """Two tiny folders end to end (no XLA); KID and FID from the same features."""
+    """Two tiny folders end to end (no XLA); KID and FID from the same features.
+
+    ``frechet_distance`` itself is tested in tests/evaluation/test_fid.py; here it is
+    replaced by a recorder because scipy's sqrtm of a rank-2 2048x2048 product takes ~100 s.
+    """
     from PIL import Image
+
+    calls = []
+
+    def fake_distance(mu1, s1, mu2, s2):
+        calls.append((mu1, s1, mu2, s2))
+        return 123.5
+
+    monkeypatch.setattr(fid_lib, "frechet_distance", fake_distance)
 
     fixtures = os.path.join(os.path.dirname(__file__), "fixtures", "inception")
     (tmp_path / "a").mkdir()
@@ -71,7 +83,42 @@ def test_folder_vs_folder_save_stats(tmp_path, fid_weight_arrays, monkeypatch):
     np.testing.assert_allclose(result["features"][0], feats[:2], atol=1e-4)
     mu, sigma = fid_lib.load_statistics(str(tmp_path / "a.npz"))
     np.testing.assert_allclose(mu, feats[:2].mean(0), atol=1e-4)
-    expected = fid_lib.frechet_distance(*fid_lib.feature_statistics(feats[:2]), *fid_lib.feature_statistics(feats[2:4]))
-    assert result["fid"] == pytest.approx(expected, rel=1e-3)
+    (mu1, s1, mu2, s2), = calls
+    np.testing.assert_allclose(mu2, feats[2:4].mean(0), atol=1e-4)
+    np.testing.assert_allclose(s2, np.cov(feats[2:4], rowvar=False), atol=1e-3)
+    assert result["fid"] == 123.5
     lines = out.getvalue().strip().splitlines()
-    assert lines[-1].startswith("FID: ") and lines[-2].startswith("KID: ")
+    assert lines[-1] == "FID: 123.500000" and lines[-2].startswith("KID: ")
+
+
+def test_inception_score_skip_and_kid_with_fake_network(tmp_path, monkeypatch):
+    """Flag plumbing with a stand-in network: KID from the features, IS skipped with a reason."""
+    from PIL import Image
+
+    class FakeExtractor:
+        weights_sha256 = "fake"
+
+        def __init__(self, *args, **kwargs):
+            pass
+
+        def __call__(self, batch):
+            x = np.asarray(batch, np.float64).reshape(len(batch), -1)[:, :4]
+            return np.concatenate([x, x ** 2 / 255.0], axis=1)
+
+    monkeypatch.setattr(fid_lib, "FeatureExtractor", FakeExtractor)
+    monkeypatch.setattr(fid_lib, "frechet_distance", lambda *a: 1.25)
+    rng = np.random.default_rng(0)
+    for d in ("a", "b"):
+        (tmp_path / d).mkdir()
+        for i in range(6):
+            Image.fromarray(rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)).save(tmp_path / d / f"{i}.png")
+    out = io.StringIO()
+    config = fid_tool.FIDToolConfig(inception_score=True, kid_subsets=3, kid_subset_size=4, seed=5)
+    result = fid_tool.compute([str(tmp_path / "a"), str(tmp_path / "b")], config, stream=out)
+    from msmt_tf.evaluation import inception_score, kid
+
+    text = out.getvalue()
+    assert inception_score.SKIPPED_MESSAGE in text
+    want = kid.kernel_inception_distance(result["features"][0], result["features"][1], 3, 4, seed=5)
+    assert result["kid"] == want
+    assert text.strip().splitlines()[-1] == "FID: 1.250000"

@@ -82,18 +82,19 @@ def load_class_ids(root, split, num):
     return ids
 
 
-def read_caption_file(path, captions_per_image, stats, hint=""):
+def read_caption_file(path, captions_per_image, stats, hint="", line_numbers=None):
     """Reads one ``text/<key>.txt``; returns ``captions_per_image`` token lists.
 
     Empty lines and lines without any token are skipped and counted in ``stats``; the first
     ``captions_per_image`` captions are kept (AttnGAN), and an image with fewer captions
-    gets a warning and its captions are reused cyclically.
+    gets a warning and its captions are reused cyclically. The 1-based line number of each
+    returned caption is appended to ``line_numbers`` when it is a list.
     """
     if not os.path.isfile(path):
         raise DataError(f"{path}: caption file not found (one caption per line expected). {hint}")
     with open(path, "rb") as f:
         text = f.read().decode("utf-8", errors="replace")
-    captions = []
+    captions, lines = [], []
     for lineno, line in enumerate(text.split("\n"), start=1):
         if not line.strip():
             stats["empty_lines"] = stats.get("empty_lines", 0) + 1
@@ -104,6 +105,7 @@ def read_caption_file(path, captions_per_image, stats, hint=""):
             logger.warning("%s:%d: caption has no word token, skipped: %r", path, lineno, line[:80])
             continue
         captions.append(tokens)
+        lines.append(lineno)
         if len(captions) == captions_per_image:
             break
     if not captions:
@@ -115,6 +117,9 @@ def read_caption_file(path, captions_per_image, stats, hint=""):
                 "%s: %d captions, fewer than --captions_per_image=%d; reusing them.",
                 path, len(captions), captions_per_image)
         captions = [captions[j % len(captions)] for j in range(captions_per_image)]
+        lines = [lines[j % len(lines)] for j in range(captions_per_image)]
+    if line_numbers is not None:
+        line_numbers.extend(lines)
     return captions
 
 
@@ -139,11 +144,12 @@ def build_captions_pickle(root, captions_per_image, vocab=None, hint=""):
     """
     keys = {s: load_keys(root, s, hint) for s in SPLITS}
     stats = {}
-    tokens = {}
+    tokens, lines = {}, {}
     for s in SPLITS:
-        tokens[s] = []
+        tokens[s], lines[s] = [], []
         for key in keys[s]:
-            tokens[s].extend(read_caption_file(caption_file(root, key), captions_per_image, stats, hint))
+            tokens[s].extend(read_caption_file(caption_file(root, key), captions_per_image, stats,
+                                               hint, line_numbers=lines[s]))
     if vocab is None:
         vocab = vocab_lib.Vocabulary.build(tokens["train"] + tokens["test"])
         ids = {s: [vocab.encode_tokens(t)[0] for t in tokens[s]] for s in SPLITS}
@@ -159,8 +165,8 @@ def build_captions_pickle(root, captions_per_image, vocab=None, hint=""):
                     if c:
                         per_image.append(c)
                     else:
-                        logger.warning("%s: caption %d has no known word: %r",
-                                       caption_file(root, key), j + 1,
+                        logger.warning("%s:%d: caption has no known word, skipped: %r",
+                                       caption_file(root, key), lines[s][k * captions_per_image + j],
                                        " ".join(tokens[s][k * captions_per_image + j])[:80])
                 if not per_image:
                     raise DataError(

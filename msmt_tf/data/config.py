@@ -1,7 +1,8 @@
 """``DataConfig``: where the data lives, its format, and the input-pipeline settings.
 
 Field name == absl flag name (see ``msmt_tf.cli.flagutil``). Image sizes are
-``base_size * 2**k`` for ``k < stages`` (64/128/256 for the defaults).
+``base_size * 2**k`` for ``k < stages`` (32/64 for the CPU quickstart defaults; 64/128/256
+in the CUB/COCO flagfiles).
 """
 
 import dataclasses
@@ -27,9 +28,9 @@ class DataConfig(configlib.ConfigBase):
     captions_per_image: int = configlib.option(
         10, "Captions per image (CAPTIONS_PER_IMAGE): 10 for CUB and shapes, 5 for COCO.", lower=1)
     base_size: int = configlib.option(
-        64, "Image size of the first generator stage.", lower=8)
+        32, "Image size of the first generator stage.", lower=8)
     stages: int = configlib.option(
-        3, "Number of generator stages; stage k images are base_size * 2**k pixels.",
+        2, "Number of generator stages; stage k images are base_size * 2**k pixels.",
         lower=1, upper=4)
     test_fraction: float = configlib.option(
         0.1, "Fraction of a custom folder's images put in the test split.", lower=0.0, upper=0.9)

@@ -231,5 +231,5 @@ def load_split(cfg, split, check_images=True):
     if check_images:
         out = _drop_bad_images(cfg, out)
     if not len(out):
-        raise DataError(f"{fmt.filenames_path(root, split)}: the {split} split is empty.")
+        logger.warning("%s: the %s split is empty.", fmt.filenames_path(root, split), split)
     return out

@@ -23,6 +23,7 @@ import logging
 import multiprocessing
 import os
 import shutil
+import sys
 
 import numpy as np
 from PIL import Image
@@ -283,8 +284,10 @@ def generate(out_dir, seed, num_train, num_test, size, captions_per_image=10, pr
             for t in tasks[split]:
                 records[split].extend(_write_chunk(t))
     else:
-        # spawn: safe even when TensorFlow threads exist in the parent process.
-        with multiprocessing.get_context("spawn").Pool(processes) as pool:
+        # fork is cheap, but forking a process that runs TensorFlow thread pools is unsafe:
+        # then spawn (which needs an importable __main__, as any script or `python -m`).
+        method = "spawn" if "tensorflow" in sys.modules else "fork"
+        with multiprocessing.get_context(method).Pool(processes) as pool:
             for split in records:
                 for recs in pool.imap(_write_chunk, tasks[split]):
                     records[split].extend(recs)

@@ -60,7 +60,7 @@ class EvalConfig(configlib.ConfigBase):
     kid_subsets: int = option(100, "KID: number of random subsets.", lower=1)
     kid_subset_size: int = option(1000, "KID: samples per subset.", lower=2)
     attr_train_images: int = option(
-        4000, "Attribute classifier: real shapes train images it is trained on (once, cached).",
+        3000, "Attribute classifier: real shapes train images it is trained on (once, cached).",
         lower=10)
     attr_min_accuracy: float = option(
         0.95, "Attribute classifier: required held-out accuracy on the test split; below it the "

@@ -122,10 +122,6 @@ def _identity(x):
     return x
 
 
-def _make_ordered_dict(*args):
-    return collections.OrderedDict(*args)
-
-
 _FUNCTIONS = {
     ("torch._utils", "_rebuild_tensor"): _rebuild_tensor,
     ("torch._utils", "_rebuild_tensor_v2"): _rebuild_tensor,
@@ -160,9 +156,11 @@ class _Unpickler(pickle.Unpickler):
     def find_class(self, module, name):
         if (module, name) in _FUNCTIONS:
             return _FUNCTIONS[(module, name)]
-        if module in ("torch", "torch.storage") and name in _STORAGE_DTYPES:
+        # GPU-saved files (e.g. the 2018 AttnGAN releases) name torch.cuda.FloatStorage;
+        # the bytes are the same and are read to the CPU.
+        if module in ("torch", "torch.storage", "torch.cuda") and name in _STORAGE_DTYPES:
             return _StorageType(name)
-        if module == "torch" and name.endswith("Storage"):
+        if module in ("torch", "torch.cuda") and name.endswith("Storage"):
             raise TorchFileError(f"{self._source}: unsupported tensor storage type torch.{name}.")
         if module.startswith("__torch__"):
             qualified = f"{module}.{name}"
@@ -184,7 +182,8 @@ class _Unpickler(pickle.Unpickler):
 def _parse_storage_pid(pid, source):
     if not isinstance(pid, tuple) or not pid or pid[0] != "storage":
         raise TorchFileError(f"{source}: unexpected persistent id {pid!r}.")
-    storage_type, key, _location, numel = pid[1], str(pid[2]), pid[3], int(pid[4])
+    # pid[3] is the device ("cpu", "cuda:0"); everything is read to host memory.
+    storage_type, key, numel = pid[1], str(pid[2]), int(pid[4])
     if not isinstance(storage_type, _StorageType):
         raise TorchFileError(f"{source}: persistent id names no storage type: {pid!r}.")
     view = None

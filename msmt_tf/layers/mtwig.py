@@ -5,7 +5,7 @@ from keras import ops
 
 from msmt_tf.layers import batch_norm as bn
 from msmt_tf.layers.gated_fusion import GatedFusion
-from msmt_tf.layers.ig_stage import SeedDecoder
+from msmt_tf.layers.ig_stage import SeedDecoder, upsamples_for
 
 
 @keras.saving.register_keras_serializable(package="msmt_tf")
@@ -17,7 +17,7 @@ class MTWIG(keras.layers.Layer):
     gives ``T = L - ks + 1`` seeds ``f_t`` of width ``32 * ngf`` (ngf = 16 * GF), the width of
     IG's dense layer. Each seed goes through the same BN / GLU / reshape / 4 x UpBlock stack as
     IG (``SeedDecoder``), all tails batched as ``[B * T, ...]``, giving tails ``S_t``
-    ``[B, 64, 64, GF]``. Eq. 3: ``S_{1:t} = fuse(S_{1:t-1}, S_t)`` with ONE shared
+    ``[B, S, S, GF]`` (S = 64). Eq. 3: ``S_{1:t} = fuse(S_{1:t-1}, S_t)`` with ONE shared
     ``GatedFusion`` (eqs 17-18), ``R_1 = S_{1:T}``.
 
     Padding (docs/decisions.md, "MTWIG"): the input vector of a padded word is all zero (s' and
@@ -32,14 +32,18 @@ class MTWIG(keras.layers.Layer):
     reading consistent with the paper's Table 2 count). ``conv_filters=N`` instead makes V
     output N channels, followed by a shared ``Dense(32 * ngf, no bias)`` per tail.
 
+    Other output sizes ``S = 4 * 2^n`` (``--base_size``) follow ``IGStage``: n upsampling
+    blocks halving the channels down to GF, ``ngf = GF * 2^n`` (16 GF for 64 px).
+
     Args:
-        gf_dim: GF = N_r, channels of the 64x64 output (ngf = 16 * GF at 4x4).
+        gf_dim: GF = N_r, channels of the output (ngf = 16 * GF at 4x4 for 64 px).
         kernel_size: ks of V (1, 2 or 3 in the paper).
         z_dim: N_z.
         condition_dim: size of s'.
         word_dim: N_w.
         gate: ``"pixel"`` or ``"channel"``, the fusion gate.
         conv_filters: None (V outputs 32 * ngf) or an int (V's width before a dense layer).
+        output_size: S, the output size (64 in the paper).
 
     Call arguments:
         inputs: ``(c_code [B, condition_dim], z [B, z_dim], words [B, L, word_dim],
@@ -48,7 +52,7 @@ class MTWIG(keras.layers.Layer):
         training: BN mode.
 
     Returns:
-        ``[B, 64, 64, gf_dim]``.
+        ``[B, S, S, gf_dim]``.
     """
 
     def __init__(
@@ -60,6 +64,7 @@ class MTWIG(keras.layers.Layer):
         word_dim=256,
         gate="pixel",
         conv_filters=None,
+        output_size=64,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -83,7 +88,9 @@ class MTWIG(keras.layers.Layer):
         self.word_dim = word_dim
         self.gate = gate
         self.conv_filters = conv_filters
-        self.ngf = 16 * gf_dim
+        self.output_size = output_size
+        upsamples = upsamples_for(output_size, "MTWIG")
+        self.ngf = gf_dim * 2**upsamples
         seed_width = 32 * self.ngf
         self.conv = keras.layers.Conv1D(
             seed_width if conv_filters is None else conv_filters,
@@ -103,7 +110,9 @@ class MTWIG(keras.layers.Layer):
                 name="project",
                 dtype=self.dtype_policy,
             )
-        self.decoder = SeedDecoder(self.ngf, name="decoder", dtype=self.dtype_policy)
+        self.decoder = SeedDecoder(
+            self.ngf, upsamples=upsamples, name="decoder", dtype=self.dtype_policy
+        )
         self.fusion = GatedFusion(gate, name="fusion", dtype=self.dtype_policy)
 
     def build(self, input_shape):
@@ -123,7 +132,7 @@ class MTWIG(keras.layers.Layer):
         if self.project is not None:
             self.project.build((None, self.conv_filters))
         self.decoder.build((None, 32 * self.ngf))
-        out = (None, 64, 64, self.gf_dim)
+        out = (None, self.output_size, self.output_size, self.gf_dim)
         self.fusion.build((out, out))
 
     def call(self, inputs, training=None):
@@ -161,7 +170,8 @@ class MTWIG(keras.layers.Layer):
         tails = self.decoder(
             flat, training=training, sample_mask=ops.reshape(tail_valid, (-1,))
         )
-        tails = ops.reshape(tails, (batch, num_tails, 64, 64, self.gf_dim))
+        size = self.output_size
+        tails = ops.reshape(tails, (batch, num_tails, size, size, self.gf_dim))
 
         # Eq. 3, tails in order; an invalid tail leaves the running fusion unchanged.
         fused = tails[:, 0]
@@ -172,7 +182,7 @@ class MTWIG(keras.layers.Layer):
         return fused
 
     def compute_output_shape(self, input_shape):
-        return (input_shape[0][0], 64, 64, self.gf_dim)
+        return (input_shape[0][0], self.output_size, self.output_size, self.gf_dim)
 
     def get_config(self):
         config = super().get_config()
@@ -185,6 +195,7 @@ class MTWIG(keras.layers.Layer):
                 "word_dim": self.word_dim,
                 "gate": self.gate,
                 "conv_filters": self.conv_filters,
+                "output_size": self.output_size,
             }
         )
         return config

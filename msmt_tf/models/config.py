@@ -1,7 +1,11 @@
 """ModelConfig: one frozen description of the generator family and its discriminators.
 
 AttnGAN, DM-GAN, MSMT-GAN and every ablation of the paper (Tables 1 and 4) are points of this
-space; the presets in `flags/` select them.
+space; the presets in `flags/` select them and set every field explicitly. The dataclass
+defaults are the CPU quickstart (`python -m msmt_tf.train` with no flags): the sentence-level
+initial stage with a 2-head SDM/IMHM refinement at 32 -> 64 px and small widths. MTWIG costs
+T = L - ks + 1 times IG's upsampling stack (one per word n-gram), too much for the 15-minute
+CPU budget; the paper's values are in `flags/msmt_cub.flags`.
 """
 
 import dataclasses
@@ -15,24 +19,24 @@ class ModelConfig(configlib.ConfigBase):
     """Architecture of the generator, the discriminators and the DAMSM encoders."""
 
     initial: str = option(
-        "mtwig", "Initial stage: ig (AttnGAN/DM-GAN) or mtwig (MSMT-GAN eqs 1-3).",
+        "ig", "Initial stage: ig (AttnGAN/DM-GAN) or mtwig (MSMT-GAN eqs 1-3).",
         choices=("ig", "mtwig"))
     mtwig_kernel: int = option(3, "MTWIG Conv1D kernel size ks (eq 2): tails are word ks-grams.",
                                lower=1, upper=5)
     refinement: str = option(
         "sdm", "Refinement stages: attn (AttnGAN), memory (DM-GAN) or sdm (MSMT-GAN SDM + IMHM).",
         choices=("attn", "memory", "sdm"))
-    heads: int = option(6, "IMHM refinement heads T per stage (eqs 15-16).", lower=1)
-    grid: int = option(8, "SDM grid size h (eq 5): each stage input is split into h x h cells.",
+    heads: int = option(2, "IMHM refinement heads T per stage (eqs 15-16).", lower=1)
+    grid: int = option(4, "SDM grid size h (eq 5): each stage input is split into h x h cells.",
                        lower=1)
-    stages: int = option(3, "Generator stages K; image sizes are base_size * 2**k, k < stages.",
+    stages: int = option(2, "Generator stages K; image sizes are base_size * 2**k, k < stages.",
                          lower=1, upper=4)
-    base_size: int = option(64, "Image size of the first stage.", lower=4)
-    gf_dim: int = option(48, "Generator width N_r (GF_DIM); the initial 4x4 map has 16x this.",
+    base_size: int = option(32, "Image size of the first stage.", lower=4)
+    gf_dim: int = option(16, "Generator width N_r (GF_DIM); the initial 4x4 map has 16x this.",
                          lower=1)
-    df_dim: int = option(32, "Discriminator width (DF_DIM).", lower=1)
-    r_num: int = option(2, "Residual blocks per refinement stage (R_NUM).", lower=0)
-    n_m: int = option(96, "SDM memory slot width N_m (eq 7).", lower=1)
+    df_dim: int = option(16, "Discriminator width (DF_DIM).", lower=1)
+    r_num: int = option(1, "Residual blocks per refinement stage (R_NUM).", lower=0)
+    n_m: int = option(32, "SDM memory slot width N_m (eq 7).", lower=1)
     z_dim: int = option(100, "Noise dimension N_z (eq 1).", lower=1)
     condition_dim: int = option(100, "Conditioning-augmentation output size (CONDITION_DIM).",
                                 lower=1)
@@ -52,7 +56,7 @@ class ModelConfig(configlib.ConfigBase):
     mask_row_quirk: bool = option(
         False, "Reproduce the reference attention-mask row-order bug (for imported AttnGAN/DM-GAN "
         "checkpoints only).")
-    damsm_image_size: int = option(299, "Input size of the DAMSM image encoder (299 as the "
+    damsm_image_size: int = option(75, "Input size of the DAMSM image encoder (299 as the "
                                    "references; smaller for CPU runs).", lower=75)
 
     def validate(self):

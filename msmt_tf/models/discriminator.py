@@ -5,7 +5,7 @@ import keras
 from msmt_tf.layers.d_blocks import KINDS, DBlock
 from msmt_tf.layers.d_logits import OUTPUTS, DiscriminatorLogits
 
-STAGE_SIZES = (64, 128, 256)
+STAGE_SIZES = (32, 64, 128, 256)
 
 
 @keras.saving.register_keras_serializable(package="msmt_tf")
@@ -87,6 +87,10 @@ class Discriminator(keras.Model):
         df = self.df_dim
         # (filters, kernel, strides, batch_norm) for each block, in order.
         plan = [(df, 4, 2, False), (2 * df, 4, 2, True), (4 * df, 4, 2, True), (8 * df, 4, 2, True)]
+        if self.stage_size == 32:
+            # Not in the references (their first stage is 64 px): for small CPU runs, encode by 8
+            # (32 -> 4) and lift 4df to 8df with a 3x3 block, so the heads are unchanged.
+            plan = plan[:3] + [(8 * df, 3, 1, True)]
         if self.stage_size >= 128:
             plan.append((16 * df, 4, 2, True))
         if self.stage_size == 256:
@@ -95,7 +99,9 @@ class Discriminator(keras.Model):
         if self.stage_size >= 128:
             plan.append((8 * df, 3, 1, True))
         names = ["encode_%d" % i for i in range(4)]
-        names += {64: [], 128: ["down_0", "block3x3_0"]}.get(
+        if self.stage_size == 32:
+            names = names[:3] + ["block3x3_0"]
+        names += {32: [], 64: [], 128: ["down_0", "block3x3_0"]}.get(
             self.stage_size, ["down_0", "down_1", "block3x3_0", "block3x3_1"]
         )
         self.blocks = [

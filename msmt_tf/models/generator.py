@@ -30,6 +30,7 @@ class Generator(keras.Model):
         heads: IMHM heads per SDM stage (eqs 15-16).
         grid: SDM grid size h (eq 5).
         stages: number of stages K (images at base, 2x base, 4x base, ...).
+        base_size: image size of the first stage (64 in the references; 4 * 2**n).
         gf_dim: generator width N_r.
         r_num: residual blocks per refinement stage.
         n_m: SDM memory width N_m.
@@ -63,6 +64,7 @@ class Generator(keras.Model):
         heads=6,
         grid=8,
         stages=3,
+        base_size=64,
         gf_dim=48,
         r_num=2,
         n_m=96,
@@ -89,6 +91,7 @@ class Generator(keras.Model):
         self.heads = heads
         self.grid = grid
         self.stages = stages
+        self.base_size = base_size
         self.gf_dim = gf_dim
         self.r_num = r_num
         self.n_m = n_m
@@ -106,11 +109,13 @@ class Generator(keras.Model):
             condition_dim=condition_dim, seed=seed, name="ca", dtype=policy)
         if initial == "ig":
             self.initial_stage = IGStage(
-                gf_dim, z_dim=z_dim, condition_dim=condition_dim, name="initial", dtype=policy)
+                gf_dim, z_dim=z_dim, condition_dim=condition_dim, output_size=base_size,
+                name="initial", dtype=policy)
         else:
             self.initial_stage = MTWIG(
                 gf_dim, kernel_size=mtwig_kernel, z_dim=z_dim, condition_dim=condition_dim,
-                word_dim=word_dim, gate=fusion_gate, name="initial", dtype=policy)
+                word_dim=word_dim, gate=fusion_gate, output_size=base_size, name="initial",
+                dtype=policy)
         self.refiners = [self._make_refiner(k, policy) for k in range(stages - 1)]
         self.image_heads = [ImageHead(name=f"image_{k}", dtype=policy) for k in range(stages)]
 
@@ -163,6 +168,7 @@ class Generator(keras.Model):
             "heads": self.heads,
             "grid": self.grid,
             "stages": self.stages,
+            "base_size": self.base_size,
             "gf_dim": self.gf_dim,
             "r_num": self.r_num,
             "n_m": self.n_m,
@@ -187,6 +193,7 @@ def build_generator(cfg, seed=None, name="generator"):
         heads=cfg.heads,
         grid=cfg.grid,
         stages=cfg.stages,
+        base_size=cfg.base_size,
         gf_dim=cfg.gf_dim,
         r_num=cfg.r_num,
         n_m=cfg.n_m,

@@ -138,6 +138,41 @@ def _task_index_from_env():
         return 0
 
 
+class VariableMap(tf.Module):
+    """Every variable of a Keras layer/model/optimizer, checkpointed by its Keras path.
+
+    Keras 3 objects are only partly reachable through ``tf.train.Checkpoint``'s object graph:
+    sublayers held in Python lists or dicts (upsampling stacks, IMHM heads, Inception blocks)
+    are tracked by Keras' own tracker, which TensorFlow's checkpointing does not follow, so
+    their BatchNorm statistics and spectral-norm vectors would silently be left out. This
+    module names every variable by its ``path`` without the owner's name (unique within a
+    model; a duplicate is an error), so nothing is lost and a checkpoint can be read by any code
+    that builds the same model under any name.
+    """
+
+    def __init__(self, obj, name=None):
+        super().__init__(name=name)
+        variables = list(obj.variables)
+        by_path = {}
+        for v in variables:
+            # Drop the owner's own name (optimizers are auto-numbered: adam_4/...), keep the rest.
+            path = str(getattr(v, "path", v.name))
+            key = path.split("/", 1)[-1].replace("/", ".")
+            if key in by_path and by_path[key] is not v:
+                raise CheckpointError(
+                    f"{getattr(obj, 'name', obj)}: two variables share the path {key!r}; give "
+                    "the sublayers distinct names.")
+            by_path[key] = v
+        self.by_path = by_path
+
+
+def wrap_for_checkpoint(obj):
+    """A ``VariableMap`` for Keras layers/models/optimizers; anything else unchanged."""
+    if isinstance(obj, (keras.layers.Layer, keras.optimizers.Optimizer)):
+        return VariableMap(obj)
+    return obj
+
+
 def _check_built(name, obj):
     if isinstance(obj, keras.optimizers.Optimizer) and not obj.built:
         raise CheckpointError(
@@ -184,7 +219,7 @@ class TrainCheckpoint:
             raise ValueError(f"best_mode={best_mode!r} must be 'min' or 'max'.")
         if keep < 1:
             raise ValueError(f"keep={keep} must be >= 1 (--keep_checkpoints).")
-        for reserved in ("step", "epoch", "rng"):
+        for reserved in ("step", "epoch", "rng", "best_value"):
             if reserved in objects:
                 raise ValueError(f"{reserved!r} is reserved; pass the object under another name.")
         for name, obj in objects.items():
@@ -196,11 +231,17 @@ class TrainCheckpoint:
         self.is_chief = is_chief
         self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
         self.epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
-        tracked = dict(objects)
+        # The best metric value so far lives in the checkpoint (not only in best.json), so every
+        # worker of a multi-worker run takes the same save-or-not decision without reading files
+        # that another worker may be writing.
+        self.best_value = tf.Variable(float("nan"), dtype=tf.float64, trainable=False, name="best_value")
+        tracked = {name: wrap_for_checkpoint(obj) for name, obj in objects.items()}
         if rng is not None:
             tracked["rng"] = rng
         self.rng = rng
-        self.checkpoint = tf.train.Checkpoint(step=self.step, epoch=self.epoch, **tracked)
+        self.checkpoint = tf.train.Checkpoint(
+            step=self.step, epoch=self.epoch, best_value=self.best_value, **tracked
+        )
         if worker_id is None:
             worker_id = _task_index_from_env()
         write_dir = directory if is_chief else os.path.join(directory, f".worker_{worker_id}")
@@ -215,6 +256,17 @@ class TrainCheckpoint:
                 self.checkpoint, best_write, max_to_keep=1, checkpoint_name="best"
             )
         self._last_saved_step = None
+        self._sync_best()
+
+    def _sync_best(self):
+        """Best value = better of the checkpointed variable and ``best.json`` (read now only)."""
+        record = self.best()
+        known = float(self.best_value.numpy())
+        if record is not None and (known != known or self._better(record["value"], known)):
+            self.best_value.assign(record["value"])
+            self._best_metric = record.get("metric")
+        else:
+            self._best_metric = record.get("metric") if record else None
 
     # ---------------------------------------------------------------- restore
     @property
@@ -236,6 +288,7 @@ class TrainCheckpoint:
             ) from e
         status.expect_partial()
         self._last_saved_step = int(self.step.numpy())
+        self._sync_best()
         logging.info("Restored %s (step %d, epoch %d).", path, self._last_saved_step, int(self.epoch.numpy()))
         return self._last_saved_step
 
@@ -296,9 +349,12 @@ class TrainCheckpoint:
         value = float(value)
         if value != value:  # NaN never becomes the best
             return False
-        current = self.best()
-        if current is not None and current.get("metric") == metric and not self._better(value, current["value"]):
+        current = float(self.best_value.numpy())
+        same_metric = self._best_metric in (None, metric)
+        if current == current and same_metric and not self._better(value, current):
             return False
+        self.best_value.assign(value)
+        self._best_metric = metric
         step = int(self.step.numpy())
         path = self.best_manager.save(checkpoint_number=step)
         if self.is_chief:

@@ -35,7 +35,7 @@ class TrainConfig(configlib.ConfigBase):
     )
     # --- loop length ------------------------------------------------------------------------
     max_steps: int = option(
-        0, "Stop after this many optimiser steps in total (0: use --epochs).", lower=0
+        300, "Stop after this many optimiser steps in total (0: use --epochs).", lower=0
     )
     epochs: int = option(600, "Number of passes over the training split (if --max_steps=0).", lower=1)
     batch_size: int = option(
@@ -52,11 +52,14 @@ class TrainConfig(configlib.ConfigBase):
         lower=0.0, upper=1.0,
     )
     # --- checkpoints, logs, evaluation --------------------------------------------------------
-    checkpoint_every: int = option(500, "Save a checkpoint every N steps (also at the end and on SIGTERM/SIGINT).", lower=1)
+    checkpoint_every: int = option(100, "Save a checkpoint every N steps (also at the end and on SIGTERM/SIGINT).", lower=1)
     keep_checkpoints: int = option(3, "Keep the last K periodic checkpoints (the best-by-FID one is kept apart).", lower=1)
-    log_every: int = option(50, "Write scalars (TensorBoard + metrics.jsonl) and a progress line every N steps.", lower=1)
-    image_every: int = option(1000, "Write image grids from the fixed captions and noise every N steps.", lower=1)
-    eval_every: int = option(5000, "Compute FID / R-precision on the held-out subset every N steps (0: only at the end).", lower=0)
+    log_every: int = option(25, "Write scalars (TensorBoard + metrics.jsonl) and a progress line every N steps.", lower=1)
+    image_every: int = option(100, "Write image grids from the fixed captions and noise every N steps.", lower=1)
+    eval_every: int = option(0, "Compute FID / R-precision on the held-out subset every N steps (0: only at the end).", lower=0)
+    eval_num_images: int = option(
+        500, "Images of the held-out evaluation during training (FID is biased by N: compare runs "
+        "only at the same count; the full protocol is python -m msmt_tf.evaluate).", lower=10)
     # --- numerics / execution ----------------------------------------------------------------
     precision: str = option("float32", "Compute precision; float16 uses dynamic loss scaling.", choices=PRECISIONS)
     jit_compile: bool = option(False, "Compile the train step with XLA.")

@@ -22,7 +22,7 @@ class DAMSMConfig(configlib.ConfigBase):
         "by msmt_tf.train). Default: runs/<dataset>_damsm.")
     damsm_batch_size: int = option(48, "DAMSM pretraining batch size (negatives per batch).", lower=2)
     damsm_epochs: int = option(600, "DAMSM pretraining epochs (if --damsm_max_steps=0).", lower=1)
-    damsm_max_steps: int = option(0, "Stop DAMSM pretraining after this many steps (0: epochs).",
+    damsm_max_steps: int = option(150, "Stop DAMSM pretraining after this many steps (0: epochs).",
                                   lower=0)
     damsm_lr: float = option(0.002, "Initial DAMSM learning rate.", lower=0.0)
     damsm_lr_decay: float = option(0.98, "DAMSM learning-rate factor applied after every epoch.",

@@ -28,6 +28,7 @@ import keras
 
 from msmt_tf import losses
 from msmt_tf.models import damsm
+from msmt_tf.training.checkpointing import VariableMap
 
 log = logging.getLogger(__name__)
 
@@ -97,8 +98,9 @@ class DAMSMTrainer:
         self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
         self.best = tf.Variable(np.inf, dtype=tf.float64, trainable=False, name="best_val_loss")
         self.ckpt = tf.train.Checkpoint(
-            text=self.text, image=self.image, optimizer=self.optimizer, epoch=self.epoch,
-            step=self.step, best=self.best)
+            text=VariableMap(self.text), image=VariableMap(self.image),
+            optimizer=VariableMap(self.optimizer), epoch=self.epoch, step=self.step,
+            best=self.best)
         self.manager = tf.train.CheckpointManager(
             self.ckpt, os.path.join(out_dir, "ckpt"), max_to_keep=1)
         self._train_step = tf.function(self._train_step_fn)

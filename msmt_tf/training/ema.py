@@ -47,8 +47,9 @@ class ExponentialMovingAverage:
         ema_model: a built copy with the same weight structure (``clone_model``).
         decay: EMA decay in [0, 1]; 0.999 as the references.
 
-    ``update()`` works eagerly, inside ``tf.function``, and inside ``strategy.run`` (in a
-    replica context it merges into the cross-replica context, so mirrored copies stay equal).
+    ``update(condition=None)`` works eagerly, inside ``tf.function``, and inside ``strategy.run``
+    (in a replica context it merges into the cross-replica context, so mirrored copies stay
+    equal); with ``condition`` False the step is skipped.
     """
 
     def __init__(self, model, ema_model, decay: float = 0.999):
@@ -82,16 +83,36 @@ class ExponentialMovingAverage:
         ctx = tf.distribute.get_replica_context()
         return ctx is not None and tf.distribute.has_strategy()
 
-    def update(self):
-        """One EMA step over the trainable weights."""
-        if self._in_replica_context():
-            tf.distribute.get_replica_context().merge_call(lambda _strategy: self._update_cross())
-        else:
-            self._update_cross()
+    def update(self, condition=None):
+        """One EMA step over the trainable weights.
 
-    def _update_cross(self):
-        for src, dst in self._trainable:
-            dst.assign(self._mix(src, dst))
+        Args:
+            condition: optional scalar bool tensor; the step is skipped where it is False
+                (pass the flag of ``precision.apply_gradients_if_finite`` so a skipped
+                optimiser step is not averaged in either).
+        """
+        if self._in_replica_context():
+            ctx = tf.distribute.get_replica_context()
+            if condition is None:
+                ctx.merge_call(lambda _strategy: self._update_cross())
+            else:
+                ctx.merge_call(
+                    lambda strategy, c: self._update_cross(strategy.experimental_local_results(c)[0]),
+                    args=(condition,),
+                )
+        else:
+            self._update_cross(condition)
+
+    def _update_cross(self, condition=None):
+        def apply():
+            for src, dst in self._trainable:
+                dst.assign(self._mix(src, dst))
+            return tf.constant(True)
+
+        if condition is None:
+            apply()
+        else:
+            tf.cond(tf.convert_to_tensor(condition, tf.bool), apply, lambda: tf.constant(False))
 
     def copy_weights(self):
         """Sets the copy's trainable weights to the live model's (decay 0 for one step)."""

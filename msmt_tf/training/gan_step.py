@@ -68,9 +68,12 @@ class GANStep:
                 real_code = d(reals[k], training=True)
                 fake_code = d(tf.stop_gradient(fakes[k]), training=True)
                 out = losses.discriminator_loss(
-                    d.uncond_logits(real_code), d.cond_logits(real_code, sentence),
-                    d.uncond_logits(fake_code), d.cond_logits(fake_code, sentence),
-                    d.cond_logits(real_code, wrong_sentence), global_batch_size=gbs)
+                    d.uncond_logits(real_code, training=True),
+                    d.cond_logits(real_code, sentence, training=True),
+                    d.uncond_logits(fake_code, training=True),
+                    d.cond_logits(fake_code, sentence, training=True),
+                    d.cond_logits(real_code, wrong_sentence, training=True),
+                    global_batch_size=gbs)
                 scaled = opt.scale_loss(out["loss"])
             grads = tape.gradient(scaled, d.trainable_variables)
             oks.append(precision.apply_gradients_if_finite(
@@ -89,7 +92,8 @@ class GANStep:
         for k, d in enumerate(self.discriminators):
             code = d(fakes[k], training=True)
             adv = losses.generator_adversarial_loss(
-                d.uncond_logits(code), d.cond_logits(code, sentence), global_batch_size=gbs)
+                d.uncond_logits(code, training=True), d.cond_logits(code, sentence, training=True),
+                global_batch_size=gbs)
             logs[f"g_adv/stage{k}"] = adv["loss"]
             total += adv["loss"]
         stages = range(len(fakes)) if cfg.damsm_stages == "all" else [len(fakes) - 1]

@@ -93,6 +93,9 @@ class GANTrainer:
                              f"{replicas} replicas of --strategy={cfg.strategy}.")
         self.replica_batch = cfg.batch_size // replicas
         words_num = configs.data.words_num
+        # Reproducible initial weights: every unseeded initializer draws from Keras' global
+        # generator, seeded here (a resumed run restores the weights anyway).
+        keras.utils.set_random_seed(cfg.seed)
         with strategy.scope():
             self.generator, self.ema_generator, self.discriminators = build_networks(
                 self.model_cfg, cfg, words_num, self.replica_batch)
@@ -124,14 +127,15 @@ class GANTrainer:
     def _distributed_step(self, batch):
         logs = self.strategy.run(self.step_fn, args=(batch,))
         out = {}
+        sum_ = tf.distribute.ReduceOp.SUM
         for k, v in logs.items():
-            op = (tf.distribute.ReduceOp.MIN if k in _MIN_REDUCED else
-                  tf.distribute.ReduceOp.MEAN if k in _MEAN_REDUCED else tf.distribute.ReduceOp.SUM)
-            if op == tf.distribute.ReduceOp.MIN:
-                v = self.strategy.reduce(tf.distribute.ReduceOp.SUM, 1.0 - v, axis=None)
-                out[k] = tf.cast(tf.equal(v, 0.0), tf.float32)
-            else:
-                out[k] = self.strategy.reduce(op, v, axis=None)
+            if k in _MIN_REDUCED:  # all replicas finite <=> no replica reports 0
+                bad = self.strategy.reduce(sum_, 1.0 - v, axis=None)
+                out[k] = tf.cast(tf.equal(bad, 0.0), tf.float32)
+            elif k in _MEAN_REDUCED:
+                out[k] = self.strategy.reduce(tf.distribute.ReduceOp.MEAN, v, axis=None)
+            else:  # already divided by the global batch in every replica
+                out[k] = self.strategy.reduce(sum_, v, axis=None)
         return out
 
     # ------------------------------------------------------------------ grids

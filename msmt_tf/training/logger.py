@@ -3,8 +3,8 @@
 ``MetricsLogger`` writes every scalar twice with the same tag: to a ``tf.summary`` event file
 under ``<run_dir>/tensorboard`` and as one JSON line ``{"step": s, "time": t, tag: value...}``
 per call to ``metrics.jsonl``. On resume from step N, lines with a step > N (written after the
-last checkpoint) are moved to ``metrics.orphaned.jsonl`` so the file again describes one run;
-TensorBoard discards the orphaned events by itself when the steps restart.
+last checkpoint) are moved to ``metrics.orphaned.jsonl`` so the file again describes one run, and
+a ``SessionLog.START`` event at step N + 1 makes TensorBoard drop the orphaned events as well.
 
 ``caption_grid(images, captions, ncols)`` renders a grid with each caption wrapped under its
 image in PIL's default font and returns it as a uint8 ``[H, W, 3]`` array; ``save_png`` writes
@@ -22,6 +22,7 @@ import numpy as np
 import tensorflow as tf
 from PIL import Image, ImageDraw, ImageFont
 from tensorflow.core.framework import summary_pb2
+from tensorflow.core.util import event_pb2
 
 
 def _metadata(plugin_name, data_class):
@@ -169,7 +170,21 @@ class MetricsLogger:
         if resume_step is not None:
             self._drop_after(int(resume_step))
         self._writer = tf.summary.create_file_writer(self.tensorboard_dir)
+        self._write_session_start(0 if resume_step is None else int(resume_step) + 1)
         self._jsonl = open(self.metrics_path, "a", encoding="utf-8")
+
+    def _write_session_start(self, step):
+        """A ``SessionLog.START`` event: TensorBoard treats every START after the first as a
+        restart and drops the events with a step >= ``step`` seen before it (the orphans)."""
+        event = event_pb2.Event(step=step, wall_time=time.time())
+        event.session_log.status = event_pb2.SessionLog.START
+        try:
+            from tensorflow.python.ops import summary_ops_v2  # no public API writes an Event
+
+            with self._writer.as_default():
+                summary_ops_v2.import_event(tf.constant(event.SerializeToString()))
+        except (ImportError, AttributeError) as e:  # pragma: no cover - TF internals moved
+            logging.warning("TensorBoard restart marker not written (%s); orphaned events stay visible.", e)
 
     def _drop_after(self, step):
         if not os.path.exists(self.metrics_path):

@@ -11,7 +11,7 @@ import tensorflow as tf
 from msmt_tf.models import damsm
 from msmt_tf.models.generator import build_generator
 from msmt_tf.models.param_count import dummy_generator_inputs
-from msmt_tf.training import run_dir as run_dir_lib
+from msmt_tf.training import checkpointing, run_dir as run_dir_lib
 
 
 class RestoreError(ValueError):
@@ -96,7 +96,7 @@ def load_for_inference(run_dir=None, checkpoint=None, which="latest", use_ema=Tr
     generator = build_generator(model_cfg, seed=configs.train.seed, name="generator")
     generator(dummy_generator_inputs(model_cfg, words_num=configs.data.words_num), training=False)
     key = "ema_generator" if use_ema else "generator"
-    ckpt = tf.train.Checkpoint(**{key: generator})
+    ckpt = tf.train.Checkpoint(**{key: checkpointing.VariableMap(generator)})
     status = ckpt.read(prefix)
     try:
         status.assert_existing_objects_matched()

@@ -85,14 +85,12 @@ def _fixed_batch(configs, test_split):
     return None
 
 
-def make_evaluator(configs, text_encoder, image_encoder, vocab):
-    """The in-training evaluator (FID, R-precision, attribute accuracy), or None if unavailable."""
-    try:
-        from msmt_tf.evaluation.evaluator import Evaluator
-    except ImportError as e:  # pragma: no cover - the evaluation module ships with the package
-        log.warning("evaluation disabled: %s", e)
-        return None
-    return Evaluator(configs, text_encoder, image_encoder, vocab)
+def make_evaluator(configs, text_encoder, image_encoder, vocab, test_split=None):
+    """The in-training evaluator (FID, KID, R-precision, attribute accuracy on shapes)."""
+    from msmt_tf.evaluation.evaluator import Evaluator
+
+    return Evaluator(configs.data, configs.model, configs.eval, text_encoder, image_encoder,
+                     vocab=vocab, split=test_split)
 
 
 def train(configs, stream=sys.stderr, out=sys.stdout):
@@ -126,8 +124,8 @@ def train(configs, stream=sys.stderr, out=sys.stdout):
     seed = tcfg.seed if configs.data.deterministic else None
     train_ds = data_lib.make_dataset(configs.data, train_split, tcfg.batch_size, training=True,
                                      seed=seed)
-    evaluator = make_evaluator(configs, text, image, vocab)
-    eval_images = min(configs.eval.num_images, len(test_split)) if hasattr(configs, "eval") else 0
+    evaluator = make_evaluator(configs, text, image, vocab, test_split)
+    eval_images = min(tcfg.eval_num_images, len(test_split))
     trainer = GANTrainer(configs, run, strategy, text, image, vocab, train_ds, steps_per_epoch,
                          fixed_batch=_fixed_batch(configs, test_split), evaluator=evaluator,
                          eval_num_images=eval_images, is_chief=is_chief)

@@ -99,7 +99,7 @@ def test_unknown_words_with_given_vocabulary_are_reported(tmp_path, helpers, cap
     with caplog.at_level(logging.WARNING):
         train, test, v = fmt.build_captions_pickle(root, 2, vocab=vocab)
     assert v is vocab and train == [[2, 1], [2, 1]] and test == [[1], [1]]
-    assert "a.txt: caption 2 has no known word: 'purple xyz'" in caplog.text
+    assert "a.txt:2: caption has no known word, skipped: 'purple xyz'" in caplog.text
     assert "dropped 2 out-of-vocabulary words" in caplog.text
 
 

@@ -141,14 +141,15 @@ def test_image_transforms_exact(tmp_path):
     final = b["images"][2].numpy()[0]
     # centre crop offsets: ((38 - 32 + 1) // 2, (50 - 32 + 1) // 2) = (3, 9)
     np.testing.assert_allclose(final, to_unit(img[3:35, 9:41]), atol=1e-5)
-    # smaller stages: antialiased bilinear (triangle filter) downscaling, as PIL's BILINEAR
-    crop = img[3:35, 9:41].astype(np.float32)
-    for stage, size in ((0, 8), (1, 16)):
-        want = np.stack([np.asarray(Image.fromarray(crop[..., c], mode="F").resize(
+    # smaller stages: a pyramid of halvings with the antialiased bilinear (triangle) filter,
+    # computed here independently with PIL's BILINEAR resize in float mode
+    want = img[3:35, 9:41].astype(np.float32)
+    for stage, size in ((1, 16), (0, 8)):
+        aliased = tf.image.resize(want, [size, size], antialias=False).numpy()
+        want = np.stack([np.asarray(Image.fromarray(want[..., c], mode="F").resize(
             (size, size), Image.BILINEAR)) for c in range(3)], axis=-1)
         got = (b["images"][stage].numpy()[0] + 1.0) * 127.5
-        np.testing.assert_allclose(got, want, atol=0.5)
-        aliased = tf.image.resize(crop, [size, size], antialias=False).numpy()
+        np.testing.assert_allclose(got, want, atol=0.05)
         assert np.abs(aliased - want).max() > 10  # the check can tell the filters apart
     crops = [to_unit(img[y:y + 32, x:x + 32]) for y in range(7) for x in range(19)]
     mirrored = 0
@@ -186,3 +187,25 @@ def test_wrong_captions_come_from_other_classes(shapes_cfg):
 def test_batch_larger_than_split_is_an_error(shapes_cfg):
     with pytest.raises(DataError, match="batch_size=30"):
         pipeline.make_dataset(shapes_cfg, "train", 30, training=True)
+
+
+@pytest.mark.parametrize("h,w", [(50, 70), (30, 41), (90, 45)])
+def test_resize_crop_equals_full_resize_then_crop(h, w):
+    """The S x S window computed directly equals resizing the whole image, then cropping."""
+    rng = np.random.default_rng(h * w)
+    image = tf.constant(rng.integers(0, 256, size=(h, w, 3), dtype=np.uint8))
+    final, target = 32, pipeline.load_size(32)
+    oh, ow = ((target * h) // w, target) if w <= h else (target, (target * w) // h)
+    full = tf.image.resize(image, [oh, ow], method="bilinear", antialias=min(h, w) > target).numpy()
+    eval_img = pipeline.transform_image(image, (32,), False, tf.constant(0, tf.int64))[0].numpy()
+    y, x = (oh - final + 1) // 2, (ow - final + 1) // 2
+    np.testing.assert_allclose((eval_img + 1) * 127.5, full[y:y + 32, x:x + 32], atol=2e-3)
+    seen = set()
+    for r in range(10):
+        out = (pipeline.transform_image(image, (32,), True, tf.constant(r, tf.int64), flip=False)[0]
+               .numpy() + 1) * 127.5
+        hits = [(yy, xx) for yy in range(oh - 31) for xx in range(ow - 31)
+                if np.abs(out - full[yy:yy + 32, xx:xx + 32]).max() < 2e-3]
+        assert hits, (h, w, r)
+        seen.add(hits[0])
+    assert len(seen) >= 3

@@ -23,7 +23,7 @@ def test_confident_distinct_classes_score_their_count():
 
 def test_mixed_case_against_formula():
     p = np.array([[0.5, 0.5], [1.0, 0.0]])
-    py = p.mean(0)  # [0.75, 0.25]
+    # p(y) = mean over images = [0.75, 0.25]
     kl0 = 0.5 * np.log(0.5 / 0.75) + 0.5 * np.log(0.5 / 0.25)
     kl1 = np.log(1.0 / 0.75)
     assert isc.inception_score(p, splits=1)[0] == pytest.approx(np.exp((kl0 + kl1) / 2))

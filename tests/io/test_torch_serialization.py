@@ -64,8 +64,12 @@ def fake_torch(monkeypatch):
     for name in ("FloatStorage", "LongStorage"):
         cls = type(name, (), {"__module__": "torch"})
         setattr(torch, name, cls)
+    cuda = types.ModuleType("torch.cuda")
+    cuda.FloatStorage = type("FloatStorage", (), {"__module__": "torch.cuda"})
+    torch.cuda = cuda
     monkeypatch.setitem(sys.modules, "torch", torch)
     monkeypatch.setitem(sys.modules, "torch._utils", utils)
+    monkeypatch.setitem(sys.modules, "torch.cuda", cuda)
     return torch
 
 
@@ -73,7 +77,8 @@ def _pickler(buffer, torch, legacy):
     class P(pickle.Pickler):
         def persistent_id(self, obj):
             if isinstance(obj, _Storage):
-                cls = getattr(torch, obj.type_name)
+                owner, _, name = obj.type_name.rpartition(".")
+                cls = getattr(torch.cuda if owner == "cuda" else torch, name)
                 if legacy:
                     return ("storage", cls, obj.key, "cpu", obj.array.size, None)
                 return ("storage", cls, obj.key, "cpu", obj.array.size)
@@ -154,6 +159,33 @@ def test_self_written_files(tmp_path, fake_torch, layout):
         assert arrays[name].dtype == want.dtype
         np.testing.assert_array_equal(arrays[name], want, err_msg=name)
         assert arrays[name].flags.c_contiguous and arrays[name].flags.writeable
+
+
+def test_legacy_gpu_saved_file_with_view(tmp_path, fake_torch):
+    """A legacy file as saved from the GPU, with a storage *view* (offset 2, 4 elements)."""
+    base = np.arange(8, dtype=np.float32) * 1.5
+    storage = _Storage("cuda.FloatStorage", "140", base)
+    buf = io.BytesIO()
+    for header in (0x1950A86A20F9469CFC6C, 1001, {"protocol_version": 1001, "little_endian": True}):
+        pickle.dump(header, buf, protocol=2)
+
+    class ViewPickler(pickle.Pickler):
+        def persistent_id(self, obj):
+            if isinstance(obj, _Storage):
+                return ("storage", fake_torch.cuda.FloatStorage, obj.key, "cuda:0", 8, ("141", 2, 4))
+            return None
+
+        def reducer_override(self, obj):
+            if isinstance(obj, _Tensor):
+                return (fake_torch._utils._rebuild_tensor_v2, (obj.storage, 1, (2, 1), (1, 1), False, {}))
+            return NotImplemented
+
+    ViewPickler(buf, protocol=2).dump({"emb.weight": _Tensor(storage, 0, (), ())})
+    pickle.dump(["140"], buf, protocol=2)
+    buf.write(struct.pack("<q", 8) + base.tobytes())
+    arrays = ts.load_state_dict(buf.getvalue())
+    # view starts at element 2 of the root; the tensor at offset 1 of the view -> base[3:5]
+    np.testing.assert_array_equal(arrays["emb.weight"], base[3:5].reshape(2, 1))
 
 
 def test_reads_from_bytes_and_file_objects(tmp_path, fake_torch):

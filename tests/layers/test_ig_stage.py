@@ -67,14 +67,29 @@ def test_reference_parameter_counts(gf_dim, expected):
     assert _trainable(layer) == expected
 
 
+def test_other_output_sizes_halve_channels_down_to_gf():
+    for size, upsamples in ((8, 1), (32, 3), (128, 5)):
+        layer = IGStage(2, z_dim=2, condition_dim=3, output_size=size)
+        assert layer.ngf == 2 * 2**upsamples and len(layer.decoder.ups) == upsamples
+        out = layer((keras.Input((3,)), keras.Input((2,))))
+        assert out.shape == (None, size, size, 2)
+    assert IGStage(2).ngf == 32  # 16 * GF at the references' 64 px
+
+
 def test_symbolic_serialization_and_errors():
     c, z = keras.Input((3,)), keras.Input((2,))
     assert IGStage(1, z_dim=2, condition_dim=3)((c, z)).shape == (None, 64, 64, 1)
     rng = np.random.default_rng(1)
     inputs = (rng.normal(size=(2, 3)).astype("float32"), rng.normal(size=(2, 2)).astype("float32"))
-    run_serialization_test(IGStage(1, z_dim=2, condition_dim=3, name="ig"), inputs, atol=1e-5)
-    run_serialization_test(SeedDecoder(16), rng.normal(size=(2, 512)).astype("float32"), atol=1e-5)
+    run_serialization_test(
+        IGStage(1, z_dim=2, condition_dim=3, output_size=16, name="ig"), inputs, atol=1e-5
+    )
+    run_serialization_test(
+        SeedDecoder(16, upsamples=2), rng.normal(size=(2, 512)).astype("float32"), atol=1e-5
+    )
+    with pytest.raises(ValueError, match="base_size"):
+        IGStage(1, output_size=100)
     with pytest.raises(ValueError, match="z_dim=100"):
         IGStage(1)((inputs[0], inputs[1]))
-    with pytest.raises(ValueError, match="multiple of 16"):
+    with pytest.raises(ValueError, match="multiple of 2\\*\\*upsamples = 16"):
         SeedDecoder(24)

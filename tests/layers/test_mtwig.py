@@ -33,6 +33,7 @@ def _pad(inputs, extra):
 
 def _layer(**kwargs):
     kwargs.setdefault("kernel_size", 3)
+    kwargs.setdefault("output_size", 16)  # 2 upsampling blocks keep the tests fast
     return MTWIG(1, z_dim=ZD, condition_dim=CD, word_dim=WD, **kwargs)
 
 
@@ -127,10 +128,13 @@ def test_parameter_count_formula():
 
 def test_symbolic_serialization_and_errors():
     sym = (keras.Input((CD,)), keras.Input((ZD,)), keras.Input((6, WD)), keras.Input((6,), dtype="bool"))
-    assert _layer()(sym).shape == (None, 64, 64, 1)
+    assert _layer()(sym).shape == (None, 16, 16, 1)
+    assert MTWIG(1, z_dim=ZD, condition_dim=CD, word_dim=WD)(sym).shape == (None, 64, 64, 1)
     inputs = _inputs([4, 2], 4, seed=6)
     layer = MTWIG(1, kernel_size=2, z_dim=ZD, condition_dim=CD, word_dim=WD, gate="channel",
-                  conv_filters=6, name="mtwig")
+                  conv_filters=6, output_size=8, name="mtwig")
     run_serialization_test(layer, inputs, atol=1e-5)
     with pytest.raises(ValueError, match="word_dim=256"):
         MTWIG(1, z_dim=ZD, condition_dim=CD)(inputs)
+    with pytest.raises(ValueError, match="base_size"):
+        MTWIG(1, output_size=48)

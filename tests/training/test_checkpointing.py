@@ -129,6 +129,14 @@ def test_best_by_metric_survives_rotation(tmp_path):
     assert ck2.restore_best() == 2
     np.testing.assert_array_equal(keras.ops.convert_to_numpy(model2.layers[0].kernel), np.full((2, 1), 2.0))
     assert ck2.restore_latest() == 5
+    # The best value also travels in the checkpoint itself (workers need no shared best.json).
+    os.remove(tmp_path / "best" / "best.json")
+    ck4 = checkpointing.TrainCheckpoint(
+        str(tmp_path / "checkpoints"), keep=2, best_directory=str(tmp_path / "best"), model=_tiny()
+    )
+    assert ck4.best() is None and ck4.restore_latest() == 5
+    assert float(ck4.best_value.numpy()) == 12.5
+    assert ck4.update_best(14.0) is False and ck4.update_best(11.0) is True
     # "max" mode keeps the highest value (R-precision).
     ck3 = checkpointing.TrainCheckpoint(str(tmp_path / "c3"), best_directory=str(tmp_path / "b3"),
                                         best_mode="max", model=_tiny())
@@ -176,7 +184,7 @@ def test_sigterm_subprocess_leaves_resumable_checkpoint(tmp_path):
     )
     lines = []
     try:
-        deadline = time.time() + 90
+        deadline = time.time() + 150
         while time.time() < deadline:
             line = proc.stdout.readline()
             if not line:

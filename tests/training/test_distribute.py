@@ -66,8 +66,8 @@ def test_split_cpu_after_initialisation_is_a_clear_error():
 def test_mirrored_two_cpus_equals_default(tmp_path):
     out = tmp_path / "w.npz"
     proc = subprocess.run(
-        [sys.executable, TOY, "--run_dir", str(tmp_path / "run"), "--steps", "3", "--strategy",
-         "mirrored", "--split_cpu", "2", "--compare_default", "--out", str(out)],
+        [sys.executable, TOY, "--run_dir", str(tmp_path / "run"), "--steps", "4", "--strategy",
+         "mirrored", "--split_cpu", "2", "--compare_default", "--nan_at", "2", "--out", str(out)],
         env=_env(), capture_output=True, text=True, timeout=180,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -79,9 +79,12 @@ def test_mirrored_two_cpus_equals_default(tmp_path):
         # Tolerance: float32 sums of two half-batch gradients vs one full-batch sum differ in
         # rounding only (measured max 2.4e-7 on Adam moments of size ~3).
         np.testing.assert_allclose(d[k], d["default/" + k], rtol=1e-5, atol=1e-6, err_msg=k)
+    # The NaN injected at step 2 was skipped by both (all replicas agree): 3 Adam updates.
+    assert proc.stdout.count("SKIPPED 2") == 2 and "SKIPPED 1" not in proc.stdout
+    assert int(d["opt/0"]) == 3 and int(d["default/opt/0"]) == 3
     # The losses printed by both runs are the same global-batch means.
     lines = [l for l in proc.stdout.splitlines() if l.startswith("step ")]
-    assert len(lines) == 6 and [l.split()[-1] for l in lines[:3]] == [l.split()[-1] for l in lines[3:]]
+    assert len(lines) == 8 and [l.split()[-1] for l in lines[:4]] == [l.split()[-1] for l in lines[4:]]
 
 
 def _free_port():

@@ -48,6 +48,22 @@ def test_update_matches_numpy_and_leaves_buffers():
         np.testing.assert_array_equal(_np(a), _np(b))
 
 
+def test_update_skipped_when_condition_is_false():
+    model = _net()
+    copy = ema_lib.clone_model(model, np.zeros((1, 3), "float32"))
+    ema = ema_lib.ExponentialMovingAverage(model, copy, decay=0.5)
+    for v in model.trainable_weights:
+        v.assign(np.full(v.shape, 2.0, "float32"))
+    before = [_np(v) for v in copy.trainable_weights]
+    step = tf.function(ema.update)
+    step(tf.constant(False))
+    for b, v in zip(before, copy.trainable_weights):
+        np.testing.assert_array_equal(_np(v), b)
+    step(tf.constant(True))
+    for b, v in zip(before, copy.trainable_weights):
+        np.testing.assert_allclose(_np(v), 0.5 * b + 1.0, rtol=1e-6)
+
+
 def test_seed_states_are_not_copied():
     model = _net()
     copy = ema_lib.clone_model(model, np.zeros((1, 3), "float32"))

@@ -68,6 +68,14 @@ def test_resume_moves_lines_after_the_checkpoint_aside(tmp_path):
     assert [(r["step"], r["x"]) for r in logger_lib.read_metrics(run)] == [(10, 10), (20, 20), (30, -30)]
     orphaned = [json.loads(l) for l in open(os.path.join(run, "metrics.orphaned.jsonl"))]
     assert [r["step"] for r in orphaned] == [30, 40]
+    # Each writer starts with a SessionLog.START; TensorBoard purges steps >= 21 at the second.
+    starts = []
+    for path in sorted(glob.glob(os.path.join(run, "tensorboard", "events.out.tfevents.*"))):
+        for raw in tf.data.TFRecordDataset(path):
+            event = tf.compat.v1.Event.FromString(raw.numpy())
+            if event.HasField("session_log"):
+                starts.append((event.step, event.session_log.status))
+    assert sorted(starts) == [(0, tf.compat.v1.SessionLog.START), (21, tf.compat.v1.SessionLog.START)]
 
 
 def test_caption_grid_layout_and_text():

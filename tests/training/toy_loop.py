@@ -81,7 +81,7 @@ def make_step(strategy, parts, source="generator", nan_at=None):
             scaled = opt.scale_loss(loss)
         grads = tape.gradient(scaled, model.trainable_variables)
         ok = prec.apply_gradients_if_finite(opt, grads, model.trainable_variables, losses=[loss])
-        ema.update()
+        ema.update(condition=ok)
         return loss, ok
 
     @tf.function
@@ -134,6 +134,7 @@ def main(argv=None):
     p.add_argument("--out", default="")
     p.add_argument("--compare_default", action="store_true")
     p.add_argument("--checkpoint_every", type=int, default=1000)
+    p.add_argument("--nan_at", type=int, default=0, help="inject a NaN loss at this step (1-based)")
     args = p.parse_args(argv)
 
     import tensorflow as tf
@@ -156,8 +157,11 @@ def main(argv=None):
         stopped = False
         with checkpointing.StopSignal() as stop:
             for _ in range(start, steps):
-                loss, ok = step_fn(next(data), tf.constant(0.0))
+                poison = float("nan") if int(ckpt.step.numpy()) + 1 == args.nan_at else 0.0
+                loss, ok = step_fn(next(data), tf.constant(poison))
                 ckpt.step.assign_add(1)
+                if not bool(ok):
+                    print(f"SKIPPED {int(ckpt.step.numpy())}", flush=True)
                 bar.update(int(ckpt.step.numpy()), {"loss": float(loss)})
                 ckpt.maybe_save()
                 if args.sleep:

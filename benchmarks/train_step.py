@@ -1,0 +1,99 @@
+"""Median time of one GAN training step (all D updates + G update + EMA), run by hand.
+
+    python benchmarks/train_step.py --flagfile=flags/dmgan_cub.flags --stages=1 --batch_size=10
+    python benchmarks/train_step.py --flagfile=flags/shapes.flags      # the quickstart config
+
+Synthetic batches of the configured shapes; random encoder weights (timing only). Prints one
+figure per line: the median seconds per step after warm-up, the share of the DAMSM image
+encoder (forward + backward of the generated images through it, measured alone), and the peak
+resident memory.
+"""
+
+import resource
+import statistics
+import sys
+import time
+
+import numpy as np
+import tensorflow as tf
+from absl import app, flags
+
+from msmt_tf.cli import common
+
+common.define_all_flags()
+flags.DEFINE_integer("warmup", 2, "Untimed steps (tracing).")
+flags.DEFINE_integer("repeats", 5, "Timed steps.")
+flags.DEFINE_integer("vocab_size", 5450, "Vocabulary size of the random text encoder.")
+FLAGS = flags.FLAGS
+
+
+def synthetic_batch(configs, batch):
+    rng = np.random.default_rng(0)
+    words_num = configs.data.words_num
+    lengths = rng.integers(4, words_num + 1, size=batch)
+    caps = rng.integers(1, FLAGS.vocab_size, size=(batch, words_num)).astype("int32")
+    caps[np.arange(words_num)[None] >= lengths[:, None]] = 0
+    images = tuple(rng.uniform(-1, 1, size=(batch, s, s, 3)).astype("float32")
+                   for s in configs.model.image_sizes)
+    return {"images": images, "captions": caps, "caption_len": lengths.astype("int32"),
+            "class_id": rng.integers(0, 200, size=batch).astype("int32"),
+            "wrong_captions": np.roll(caps, 1, axis=0),
+            "wrong_caption_len": np.roll(lengths, 1).astype("int32")}
+
+
+def main(argv):
+    del argv
+    from msmt_tf.models import damsm
+    from msmt_tf.training import ema as ema_lib, precision
+    from msmt_tf.training.gan_step import GANStep
+    from msmt_tf.training.gan_trainer import build_networks, make_optimizer
+
+    configs = common.configs_from_flags()
+    cfg, mcfg = configs.train, configs.model
+    precision.set_precision(cfg.precision)
+    text = damsm.build_text_encoder(mcfg, FLAGS.vocab_size)
+    image = damsm.build_image_encoder(mcfg, load_trunk_weights=False)
+    gen, ema_gen, ds = build_networks(mcfg, cfg, configs.data.words_num, cfg.batch_size)
+    g_opt = make_optimizer(cfg.g_lr, cfg, gen.trainable_variables)
+    d_opts = [make_optimizer(cfg.d_lr, cfg, d.trainable_variables) for d in ds]
+    step = GANStep(gen, ds, text, image, g_opt, d_opts,
+                   ema_lib.ExponentialMovingAverage(gen, ema_gen, cfg.ema_decay),
+                   tf.random.Generator.from_seed(0), cfg, mcfg.z_dim)
+    fn = tf.function(step, jit_compile=cfg.jit_compile or None)
+    batch = synthetic_batch(configs, cfg.batch_size)
+    times = []
+    for i in range(FLAGS.warmup + FLAGS.repeats):
+        t0 = time.perf_counter()
+        logs = fn(batch)
+        float(logs["g_loss"])
+        if i >= FLAGS.warmup:
+            times.append(time.perf_counter() - t0)
+
+    # The DAMSM image encoder alone: forward + backward of the final-stage images.
+    stages = mcfg.stages if cfg.damsm_stages == "all" else 1
+    x = tf.Variable(batch["images"][-1])
+
+    @tf.function
+    def encoder_step():
+        with tf.GradientTape() as tape:
+            region, code = image(x, training=False)
+            loss = tf.reduce_sum(region) + tf.reduce_sum(code)
+        return tape.gradient(loss, x)
+
+    enc = []
+    for i in range(FLAGS.warmup + FLAGS.repeats):
+        t0 = time.perf_counter()
+        encoder_step().numpy()
+        if i >= FLAGS.warmup:
+            enc.append(time.perf_counter() - t0)
+    median = statistics.median(times)
+    share = min(1.0, stages * statistics.median(enc) / median)
+    print(f"preset: {mcfg.preset_name} sizes {mcfg.image_sizes} batch {cfg.batch_size} "
+          f"precision {cfg.precision} jit {cfg.jit_compile}", file=sys.stderr)
+    print(f"step_seconds_median {median:.3f}")
+    print(f"damsm_image_encoder_share {share:.2f}")
+    print(f"peak_rss_gb {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6:.2f}")
+
+
+if __name__ == "__main__":
+    app.run(main)

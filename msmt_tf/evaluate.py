@@ -1,0 +1,126 @@
+"""Evaluates a trained run: FID, KID, R-precision, IS and attribute accuracy -> metrics.json.
+
+Usage:
+  python -m msmt_tf.evaluate --run_dir=runs/shapes_msmt [--num_images=30000] [--eval_seed=100]
+  python -m msmt_tf.evaluate --checkpoint=runs/shapes_msmt/checkpoints/ckpt-5000 --out=m.json
+
+Loads the EMA generator and the DAMSM encoders of the run (``load_for_inference``), samples
+``--num_images`` images from the test captions and writes the numbers with the full protocol
+(sample count, reference set, Inception weights hash, resize, quantisation, seeds) to
+``<run_dir>/metrics.json`` (or ``--out``). Data/evaluation flags given on the command line
+override the run's ``config.json`` (e.g. ``--data_dir`` when the data moved).
+"""
+
+import dataclasses
+import json
+import os
+import sys
+
+from absl import app, flags, logging
+
+from msmt_tf import configlib
+from msmt_tf.cli import common, flagutil
+from msmt_tf.evaluation.config import EvalConfig
+
+FLAGS = flags.FLAGS
+METRICS_FILE = "metrics.json"
+
+
+def _load_for_inference(run_dir, checkpoint):
+    # Imported here so tests can monkeypatch ``msmt_tf.training.restore.load_for_inference``.
+    from msmt_tf.training import restore
+
+    return restore.load_for_inference(run_dir=run_dir, checkpoint=checkpoint)
+
+
+def _data_config(run_data_cfg):
+    """The run's DataConfig with the data flags given explicitly on the command line."""
+    from msmt_tf.data.config import DataConfig
+
+    changes = {f.name: FLAGS[f.name].value for f in dataclasses.fields(DataConfig)
+               if f.name in FLAGS and FLAGS[f.name].present}
+    return run_data_cfg.replace(**changes) if changes else run_data_cfg
+
+
+def output_path(eval_cfg, run_dir):
+    """``--out`` (a .json file or a directory) or ``<run_dir>/metrics.json``."""
+    if eval_cfg.out:
+        if eval_cfg.out.lower().endswith(".json"):
+            return eval_cfg.out
+        return os.path.join(eval_cfg.out, METRICS_FILE)
+    return os.path.join(run_dir, METRICS_FILE)
+
+
+def evaluate_run(eval_cfg, run_dir=None, progress=True):
+    """Library entry of the CLI: loads the run, evaluates it, writes metrics.json; returns
+    ``(path, result)``."""
+    from msmt_tf.evaluation.evaluator import Evaluator
+
+    loaded = _load_for_inference(run_dir, eval_cfg.checkpoint)
+    configs = loaded.configs
+    data_cfg = _data_config(configs.data)
+    evaluator = Evaluator(data_cfg, configs.model, eval_cfg, loaded.text_encoder,
+                          loaded.image_encoder, vocab=loaded.vocab)
+    result = evaluator.evaluate(loaded.generator, progress=progress,
+                                save_dir=eval_cfg.save_images_dir)
+    result["protocol"]["checkpoint"] = getattr(loaded, "checkpoint", eval_cfg.checkpoint)
+    result["protocol"]["run_dir"] = getattr(loaded, "run_dir", run_dir)
+    result["protocol"]["generator"] += " (EMA weights)"
+    result["protocol"]["eval_config"] = eval_cfg.to_dict()
+    result["protocol"]["data_config"] = data_cfg.to_dict()
+    path = output_path(eval_cfg, getattr(loaded, "run_dir", None) or run_dir or ".")
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(result, f, indent=2, sort_keys=True, default=float)
+    os.replace(tmp, path)
+    return path, result
+
+
+def _summary(result):
+    keys = ("fid", "kid_mean", "r_precision_mean", "r_precision_std", "is_mean",
+            "attribute_accuracy")
+    return ", ".join(f"{k} {result[k]:.4f}" for k in keys if k in result)
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments {argv[1:]}; use flags (--run_dir, --checkpoint).")
+    from msmt_tf.data.errors import DataError
+    from msmt_tf.evaluation.attribute_classifier import AttributeClassifierError
+    from msmt_tf.evaluation.evaluator import EvaluationError
+    from msmt_tf.evaluation.fid import FIDError
+    from msmt_tf.evaluation.inception_weights import InceptionWeightsError
+
+    errors = (configlib.ConfigError, DataError, EvaluationError, FIDError, InceptionWeightsError,
+              AttributeClassifierError)
+    try:
+        from msmt_tf.training.restore import RestoreError
+        errors += (RestoreError,)
+    except ImportError:  # pragma: no cover - the training package is optional here
+        pass
+    try:
+        eval_cfg = flagutil.from_flags(EvalConfig)
+        if not FLAGS.run_dir and not eval_cfg.checkpoint:
+            raise configlib.ConfigError("give --run_dir (a training run) or --checkpoint.")
+        path, result = evaluate_run(eval_cfg, run_dir=FLAGS.run_dir)
+    except errors as e:
+        raise SystemExit(f"Error: {e}") from None
+    for metric, reason in result["skipped"].items():
+        logging.info("%s skipped: %s", metric, reason)
+    print(f"{_summary(result)}", file=sys.stderr)
+    print(f"Wrote {path}")
+
+
+def define_flags():
+    common.define_all_flags()
+    flagutil.define_flags(EvalConfig)
+
+
+def run():
+    define_flags()
+    app.run(main)
+
+
+if __name__ == "__main__":
+    run()

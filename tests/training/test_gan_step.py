@@ -1,0 +1,102 @@
+"""One GAN step: every trainable weight of G and every D moves, the encoders do not."""
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from msmt_tf.training import ema as ema_lib, precision
+from msmt_tf.training.gan_step import GANStep
+from msmt_tf.training.gan_trainer import build_networks, make_optimizer
+from tests.training import gan_fixtures as fx
+
+
+def _build(cfgs):
+    m, t = cfgs.model, cfgs.train
+    text, image = fx.encoders(m)
+    gen, ema_gen, ds = build_networks(m, t, fx.WORDS, fx.BATCH)
+    g_opt = make_optimizer(t.g_lr, t, gen.trainable_variables)
+    d_opts = [make_optimizer(t.d_lr, t, d.trainable_variables) for d in ds]
+    step = GANStep(gen, ds, text, image, g_opt, d_opts,
+                   ema_lib.ExponentialMovingAverage(gen, ema_gen, t.ema_decay),
+                   tf.random.Generator.from_seed(0), t, m.z_dim)
+    return step, gen, ema_gen, ds, text, image
+
+
+def _snapshot(layers):
+    return [[np.array(v) for v in layer.weights] for layer in layers]
+
+
+LAMBDAS = dict(lambda1=2.0, lambda2=0.25, lambda3=3.0, damsm_stages="all")
+
+
+@pytest.fixture(scope="module")
+def first_step():
+    """One step of a tiny MSMT-style model (weights before and after, and its logs)."""
+    cfgs = fx.configs(**LAMBDAS)
+    step, gen, ema_gen, ds, text, image = _build(cfgs)
+    before_g = [np.array(v) for v in gen.trainable_variables]
+    before_d = [[np.array(v) for v in d.trainable_variables] for d in ds]
+    before_enc = _snapshot([text, image])
+    before_ema = [np.array(v) for v in ema_gen.trainable_variables]
+    logs = {k: float(v) for k, v in tf.function(step)(fx.batch(cfgs.model)).items()}
+    return dict(logs=logs, gen=gen, ema_gen=ema_gen, ds=ds, text=text, image=image,
+                before_g=before_g, before_d=before_d, before_enc=before_enc, before_ema=before_ema)
+
+
+def test_one_step_moves_every_trainable_weight_and_no_encoder_weight(first_step):
+    f = first_step
+    logs, gen, ema_gen, ds, text, image = (f[k] for k in ("logs", "gen", "ema_gen", "ds", "text",
+                                                           "image"))
+    before_g, before_d, before_enc, before_ema = (f[k] for k in ("before_g", "before_d",
+                                                                 "before_enc", "before_ema"))
+    assert logs["finite"] == 1.0
+    for name in ("g_loss", "g_kl", "g_adv/stage0", "g_adv/stage1", "g_damsm_word/stage0",
+                 "g_damsm_sent/stage1", "g_redundancy/stage1", "d_loss/stage0", "d_loss/stage1"):
+        assert np.isfinite(logs[name]), name
+    unchanged = [v.path for v, b in zip(gen.trainable_variables, before_g)
+                 if np.array_equal(np.array(v), b)]
+    assert not unchanged, f"generator weights without gradient: {unchanged}"
+    for d, before in zip(ds, before_d):
+        unchanged = [v.path for v, b in zip(d.trainable_variables, before)
+                     if np.array_equal(np.array(v), b)]
+        assert not unchanged, f"{d.name} weights without gradient: {unchanged}"
+    for layer_before, layer in zip(before_enc, [text, image]):
+        for b, v in zip(layer_before, layer.weights):
+            np.testing.assert_array_equal(b, np.array(v), err_msg=v.path)
+    # EMA: 0.999 * old + 0.001 * new, not the new weights
+    v0, e0 = gen.trainable_variables[0], ema_gen.trainable_variables[0]
+    np.testing.assert_allclose(np.array(e0), 0.999 * before_ema[0] + 0.001 * np.array(v0),
+                               rtol=1e-5, atol=1e-7)
+
+
+def test_total_generator_loss_is_the_weighted_sum_of_its_terms(first_step):
+    logs = first_step["logs"]
+    expected = (logs["g_adv/stage0"] + logs["g_adv/stage1"]
+                + 3.0 * sum(logs[f"g_damsm_{w}/stage{k}"] for w in ("word", "sent") for k in (0, 1))
+                + 2.0 * logs["g_kl"] + 0.25 * logs["g_redundancy/stage1"])
+    assert logs["g_loss"] == pytest.approx(expected, rel=1e-5)
+
+
+def test_mixed_float16_step_is_finite_with_float32_master_weights():
+    policy = keras.mixed_precision.dtype_policy()
+    try:
+        precision.set_precision("mixed_float16")
+        cfgs = fx.configs(precision="mixed_float16")
+        step, gen, _, ds, _, _ = _build(cfgs)
+        fn = tf.function(step)
+        scales, finite = [], []
+        for _ in range(20):  # the dynamic scale starts at 2**15 and halves on overflow
+            logs = fn(fx.batch(cfgs.model))
+            assert np.isfinite(float(logs["g_loss"]))
+            scales.append(float(logs["loss_scale"]))
+            finite.append(float(logs["finite"]))
+            if finite[-1] == 1.0:
+                break
+        assert finite[-1] == 1.0, (scales, finite)
+        assert scales[-1] >= 1.0
+        assert all(v.dtype == "float32" for v in gen.trainable_variables)
+        assert all(v.dtype == "float32" for d in ds for v in d.trainable_variables)
+        assert gen.compute_dtype == "float16"
+    finally:
+        keras.mixed_precision.set_dtype_policy(policy)
