@@ -139,31 +139,23 @@ def _task_index_from_env():
 
 
 class VariableMap(tf.Module):
-    """Every variable of a Keras layer/model/optimizer, checkpointed by its Keras path.
+    """Every variable of a Keras layer/model/optimizer, checkpointed by its position.
 
     Keras 3 objects are only partly reachable through ``tf.train.Checkpoint``'s object graph:
     sublayers held in Python lists or dicts (upsampling stacks, IMHM heads, Inception blocks)
     are tracked by Keras' own tracker, which TensorFlow's checkpointing does not follow, so
     their BatchNorm statistics and spectral-norm vectors would silently be left out. This
-    module names every variable by its ``path`` without the owner's name (unique within a
-    model; a duplicate is an error), so nothing is lost and a checkpoint can be read by any code
-    that builds the same model under any name.
+    module lists every variable in ``obj.variables`` order, which is fixed by how the model is
+    built (auto-numbered layer names such as ``dense_8`` are not), so nothing is lost and any
+    code that builds the same model can read the checkpoint; a model of another shape fails
+    the restore with a shape mismatch. The Keras paths are kept for error messages.
     """
 
     def __init__(self, obj, name=None):
         super().__init__(name=name)
         variables = list(obj.variables)
-        by_path = {}
-        for v in variables:
-            # Drop the owner's own name (optimizers are auto-numbered: adam_4/...), keep the rest.
-            path = str(getattr(v, "path", v.name))
-            key = path.split("/", 1)[-1].replace("/", ".")
-            if key in by_path and by_path[key] is not v:
-                raise CheckpointError(
-                    f"{getattr(obj, 'name', obj)}: two variables share the path {key!r}; give "
-                    "the sublayers distinct names.")
-            by_path[key] = v
-        self.by_path = by_path
+        self.paths = [str(getattr(v, "path", v.name)) for v in variables]
+        self.by_index = {f"v{i:05d}": v for i, v in enumerate(variables)}
 
 
 def wrap_for_checkpoint(obj):

@@ -163,7 +163,7 @@ def report(run_path, result, baseline, out=sys.stdout):
           f"{os.path.join(run_path, 'grids')}  TensorBoard: --logdir {os.path.join(run_path, 'tensorboard')}",
           file=out)
     final = result.get("eval") or {}
-    rows = [("FID", "fid"), ("KID", "kid"), ("R-precision (%)", "r_precision"),
+    rows = [("FID", "fid"), ("KID", "kid_mean"), ("R-precision (%)", "r_precision_mean"),
             ("attribute accuracy", "attribute_accuracy")]
     if final or baseline:
         print(f"  {'metric':<20} {'untrained':>12} {'trained':>12}", file=out)

@@ -110,7 +110,11 @@ PAPER_MSMT_CUB = dict(initial="mtwig", mtwig_kernel=3, refinement="sdm", heads=6
                       sdm_kernel=3, key_reading="concat", discriminator="dmgan")
 
 def _counts(**kw):
-    return count_parameters(ModelConfig(**kw), 5450, with_image_encoder=False)
+    # The reference architectures: 3 stages from 64 px (the dataclass defaults are the CPU
+    # quickstart), paper/reference widths given per test.
+    base = dict(stages=3, base_size=64, z_dim=100, condition_dim=100, embedding_dim=256,
+                word_embedding_dim=300)
+    return count_parameters(ModelConfig(**{**base, **kw}), 5450, with_image_encoder=False)
 
 
 def test_attngan_cub_counts_exact():

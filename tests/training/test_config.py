@@ -35,9 +35,9 @@ def test_bad_values_name_the_flag():
 
 def test_total_steps():
     assert TrainConfig(max_steps=7, epochs=3).total_steps(100) == 7
-    assert TrainConfig(epochs=3).total_steps(100) == 300
+    assert TrainConfig(max_steps=0, epochs=3).total_steps(100) == 300
     with pytest.raises(configlib.ConfigError, match="--batch_size=20"):
-        TrainConfig().total_steps(0)
+        TrainConfig(max_steps=0).total_steps(0)
 
 
 def test_flags_round_trip():
