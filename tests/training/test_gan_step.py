@@ -64,9 +64,10 @@ def test_one_step_moves_every_trainable_weight_and_no_encoder_weight(first_step)
     for layer_before, layer in zip(before_enc, [text, image]):
         for b, v in zip(layer_before, layer.weights):
             np.testing.assert_array_equal(b, np.array(v), err_msg=v.path)
-    # EMA: 0.999 * old + 0.001 * new, not the new weights
+    # EMA: decay * old + (1 - decay) * new, not the new weights
+    decay = fx.configs().train.ema_decay
     v0, e0 = gen.trainable_variables[0], ema_gen.trainable_variables[0]
-    np.testing.assert_allclose(np.array(e0), 0.999 * before_ema[0] + 0.001 * np.array(v0),
+    np.testing.assert_allclose(np.array(e0), decay * before_ema[0] + (1 - decay) * np.array(v0),
                                rtol=1e-5, atol=1e-7)
 
 
