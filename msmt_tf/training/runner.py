@@ -85,12 +85,18 @@ def _fixed_batch(configs, test_split):
     return None
 
 
-def make_evaluator(configs, text_encoder, image_encoder, vocab, test_split=None):
-    """The in-training evaluator (FID, KID, R-precision, attribute accuracy on shapes)."""
+def make_evaluator(configs, text_encoder, image_encoder, vocab, test_split=None,
+                   reference_images=None):
+    """The in-training evaluator (FID, KID, R-precision, attribute accuracy on shapes).
+
+    `reference_images` real test images give the FID reference statistics (default: the whole
+    test split, as `python -m msmt_tf.evaluate`); training uses `--eval_num_images` of them so
+    the held-out evaluation stays cheap.
+    """
     from msmt_tf.evaluation.evaluator import Evaluator
 
     return Evaluator(configs.data, configs.model, configs.eval, text_encoder, image_encoder,
-                     vocab=vocab, split=test_split)
+                     vocab=vocab, split=test_split, reference_images=reference_images)
 
 
 def train(configs, stream=sys.stderr, out=sys.stdout):
@@ -124,8 +130,9 @@ def train(configs, stream=sys.stderr, out=sys.stdout):
     seed = tcfg.seed if configs.data.deterministic else None
     train_ds = data_lib.make_dataset(configs.data, train_split, tcfg.batch_size, training=True,
                                      seed=seed)
-    evaluator = make_evaluator(configs, text, image, vocab, test_split)
     eval_images = min(tcfg.eval_num_images, len(test_split))
+    evaluator = make_evaluator(configs, text, image, vocab, test_split,
+                               reference_images=eval_images)
     trainer = GANTrainer(configs, run, strategy, text, image, vocab, train_ds, steps_per_epoch,
                          fixed_batch=_fixed_batch(configs, test_split), evaluator=evaluator,
                          eval_num_images=eval_images, is_chief=is_chief)
