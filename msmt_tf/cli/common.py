@@ -21,11 +21,7 @@ _CONFIGS = (
 def config_classes():
     """Yields `(name, class)` for every config domain."""
     for attr, module, cls in _CONFIGS:
-        try:
-            mod = importlib.import_module(module)
-        except ModuleNotFoundError:
-            continue
-        yield attr, getattr(mod, cls)
+        yield attr, getattr(importlib.import_module(module), cls)
 
 
 def define_all_flags():

@@ -32,12 +32,6 @@ class Inference:
     damsm_dir: str
 
 
-def config_classes():
-    from msmt_tf.cli import common
-
-    return dict(common.config_classes())
-
-
 def _find(run_dir, checkpoint, which):
     if checkpoint:
         prefix = checkpoint
@@ -85,7 +79,7 @@ def load_for_inference(run_dir=None, checkpoint=None, which="latest", use_ema=Tr
     from msmt_tf.cli import common
 
     run, prefix = _find(run_dir, checkpoint, which)
-    loaded = run_dir_lib.load_configs(run, config_classes(), strict=False)
+    loaded = run_dir_lib.load_configs(run, dict(common.config_classes()), strict=False)
     configs = common.Configs(**{k: v for k, v in loaded.items() if not isinstance(v, dict)})
     model_cfg = configs.model
     damsm_dir = resolve_damsm_dir(configs)

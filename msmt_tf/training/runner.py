@@ -143,7 +143,7 @@ def train(configs, stream=sys.stderr, out=sys.stdout):
                                       batch_size=min(50, eval_images), seed=tcfg.seed)
         if is_chief:
             with open(baseline_path, "w") as f:
-                json.dump(_jsonable(baseline), f, indent=2, sort_keys=True)
+                json.dump(baseline, f, indent=2, sort_keys=True, default=_numpy_to_builtin)
     elif os.path.exists(baseline_path):
         with open(baseline_path) as f:
             baseline = json.load(f)
@@ -152,15 +152,11 @@ def train(configs, stream=sys.stderr, out=sys.stdout):
     return result
 
 
-def _jsonable(d):
-    out = {}
-    for k, v in (d or {}).items():
-        if isinstance(v, (np.floating, np.integer)):
-            v = v.item()
-        if isinstance(v, dict):
-            v = _jsonable(v)
-        out[k] = v
-    return out
+def _numpy_to_builtin(value):
+    """`json.dump` fallback for the NumPy scalars and arrays in evaluation results."""
+    if isinstance(value, (np.generic, np.ndarray)):
+        return value.tolist()
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")
 
 
 def report(run_path, result, baseline, out=sys.stdout):
