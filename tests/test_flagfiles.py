@@ -59,6 +59,15 @@ def test_reference_presets(monkeypatch):
     d = _parse(os.path.join(ROOT, "flags", "dmgan_cub.flags"), monkeypatch)
     assert (d.model.refinement, d.model.gf_dim, d.model.df_dim, d.train.batch_size) == (
         "memory", 64, 32, 10)
+    # coco_attn2.yml / coco_DMGAN.yml (facts §1.2), used by tools/convert_reference.py.
+    ac = _parse(os.path.join(ROOT, "flags", "attngan_coco.flags"), monkeypatch)
+    assert (ac.model.refinement, ac.model.gf_dim, ac.model.df_dim, ac.model.r_num,
+            ac.train.batch_size, ac.train.lambda3, ac.data.dataset) == (
+        "attn", 48, 96, 3, 14, 50.0, "coco")
+    dc = _parse(os.path.join(ROOT, "flags", "dmgan_coco.flags"), monkeypatch)
+    assert (dc.model.refinement, dc.model.gf_dim, dc.model.df_dim, dc.model.r_num,
+            dc.train.batch_size, dc.train.lambda3, dc.data.words_num) == (
+        "memory", 64, 32, 3, 16, 50.0, 12)
 
 
 def test_defaults_are_the_quickstart():

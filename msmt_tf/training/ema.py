@@ -3,10 +3,12 @@
 As in the references (DM-GAN/AttnGAN ``code/trainer.py`` ``train``; ``copy_G_params`` /
 ``load_params`` in ``code/miscc/utils.py``): after every generator step
 ``avg = decay * avg + (1 - decay) * p`` over the *parameters* only (``trainable_weights``).
-Buffers are not averaged: BatchNorm moving mean/variance of the copy are not touched by
-``update``; the references' EMA checkpoints carry the live model's BN statistics, which
-``copy_non_trainable()`` reproduces (call it before sampling/saving if wanted). Seed-generator
-states are never copied.
+Buffers are not averaged: the references' EMA generator is the live network with averaged
+parameters loaded into it, so it runs with the *live* BatchNorm moving statistics. ``update``
+reproduces that by copying the non-trainable weights (BN moving mean/variance) after each
+step (``copy_buffers=True``, the default). Without it the copy would keep its initial
+statistics (mean 0, variance 1) and its inference-mode output would be a flat image.
+Seed-generator states are never copied.
 
 The copy model is an ordinary Keras model (same class and config), so it is checkpointed,
 exported and evaluated like the live one.
@@ -46,19 +48,23 @@ class ExponentialMovingAverage:
         model: the live (trained) Keras model.
         ema_model: a built copy with the same weight structure (``clone_model``).
         decay: EMA decay in [0, 1]; 0.999 as the references.
+        copy_buffers: also copy the live model's non-trainable weights (BN statistics) on
+            every ``update``.
 
     ``update(condition=None)`` works eagerly, inside ``tf.function``, and inside ``strategy.run``
     (in a replica context it merges into the cross-replica context, so mirrored copies stay
     equal); with ``condition`` False the step is skipped.
     """
 
-    def __init__(self, model, ema_model, decay: float = 0.999):
+    def __init__(self, model, ema_model, decay: float = 0.999, copy_buffers: bool = True):
         if not 0.0 <= float(decay) <= 1.0:
             raise ValueError(f"EMA decay={decay!r} must be in [0, 1] (--ema_decay).")
         self.model = model
         self.ema_model = ema_model
         self.decay = float(decay)
+        self.copy_buffers = bool(copy_buffers)
         self._trainable = self._pairs(model, ema_model, trainable=True)
+        self._buffers = self._pairs(model, ema_model, trainable=False)
 
     @staticmethod
     def _pairs(model, ema_model, trainable=True):
@@ -107,6 +113,9 @@ class ExponentialMovingAverage:
         def apply():
             for src, dst in self._trainable:
                 dst.assign(self._mix(src, dst))
+            if self.copy_buffers:
+                for src, dst in self._buffers:
+                    dst.assign(tf.cast(tf.convert_to_tensor(src), dst.dtype))
             return tf.constant(True)
 
         if condition is None:
@@ -121,5 +130,5 @@ class ExponentialMovingAverage:
 
     def copy_non_trainable(self):
         """Copies BatchNorm moving statistics (and other non-trainable weights except seeds)."""
-        for src, dst in self._pairs(self.model, self.ema_model, trainable=False):
+        for src, dst in self._buffers:
             dst.assign(tf.cast(tf.convert_to_tensor(src), dst.dtype))

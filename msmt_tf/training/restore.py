@@ -83,9 +83,11 @@ def load_for_inference(run_dir=None, checkpoint=None, which="latest", use_ema=Tr
     configs = common.Configs(**{k: v for k, v in loaded.items() if not isinstance(v, dict)})
     model_cfg = configs.model
     damsm_dir = resolve_damsm_dir(configs)
-    if not os.path.isabs(damsm_dir) and not os.path.exists(damsm_dir):
+    if not os.path.isabs(damsm_dir):
+        # A relative --damsm_dir inside the run (converted reference runs store "damsm")
+        # wins over the same path under the working directory.
         candidate = os.path.join(run, damsm_dir)
-        damsm_dir = candidate if os.path.exists(candidate) else damsm_dir
+        damsm_dir = candidate if damsm.exists(candidate) else damsm_dir
     text, image, vocab, _ = damsm.load_encoders(damsm_dir, model_cfg)
     generator = build_generator(model_cfg, seed=configs.train.seed, name="generator")
     generator(dummy_generator_inputs(model_cfg, words_num=configs.data.words_num), training=False)

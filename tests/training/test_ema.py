@@ -1,4 +1,4 @@
-"""EMA of trainable weights (parameters only, as the references), BN stats copy on demand."""
+"""EMA of trainable weights (parameters only, as the references); BN statistics copied."""
 
 import keras
 import numpy as np
@@ -19,10 +19,11 @@ def _np(v):
     return keras.ops.convert_to_numpy(v)
 
 
-def test_update_matches_numpy_and_leaves_buffers():
+@pytest.mark.parametrize("copy_buffers", [False, True])
+def test_update_matches_numpy_and_buffers(copy_buffers):
     model = _net()
     copy = ema_lib.clone_model(model, np.zeros((1, 3), "float32"))
-    ema = ema_lib.ExponentialMovingAverage(model, copy, decay=0.9)
+    ema = ema_lib.ExponentialMovingAverage(model, copy, decay=0.9, copy_buffers=copy_buffers)
     rs = np.random.RandomState(0)
     expected = [_np(v) for v in copy.trainable_weights]
     bn_before = [_np(v) for v in copy.layers[1].non_trainable_weights]
@@ -30,15 +31,16 @@ def test_update_matches_numpy_and_leaves_buffers():
     for i in range(3):
         for v in model.trainable_weights:
             v.assign(rs.normal(size=v.shape).astype("float32"))
-        # The live model's BN statistics move; the EMA copy's must not.
+        # The live model's BN statistics move; the EMA copy follows only with copy_buffers.
         model(rs.normal(size=(8, 3)).astype("float32"), training=True)
         (update if i else ema.update)()  # eager and compiled
         expected = [0.9 * e + 0.1 * _np(v) for e, v in zip(expected, model.trainable_weights)]
     for e, v in zip(expected, copy.trainable_weights):
         np.testing.assert_allclose(_np(v), e, rtol=1e-6, atol=1e-6)
-    for b, v in zip(bn_before, copy.layers[1].non_trainable_weights):
-        np.testing.assert_array_equal(_np(v), b)
     assert not np.allclose(_np(model.layers[1].moving_mean), bn_before[0])
+    for a, b, v in zip(model.layers[1].non_trainable_weights, bn_before,
+                       copy.layers[1].non_trainable_weights):
+        np.testing.assert_array_equal(_np(v), _np(a) if copy_buffers else b)
 
     ema.copy_non_trainable()
     for a, b in zip(model.layers[1].non_trainable_weights, copy.layers[1].non_trainable_weights):

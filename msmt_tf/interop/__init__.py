@@ -1,0 +1,1 @@
+"""msmt_tf.interop: import of weights released by other implementations."""
