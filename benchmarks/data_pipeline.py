@@ -86,9 +86,9 @@ def main(argv):
     tmp = tempfile.mkdtemp(prefix="msmt_bench_")
     try:
         shapes_dir = os.path.join(tmp, "shapes")
-        shapes.ensure_generated(shapes_dir, 0, 2000, 200, 64)
         cfg = DataConfig(data_dir=shapes_dir, shapes_num_train=2000, shapes_num_test=200,
-                         stages=1)
+                         stages=1, shapes_max_objects=3, shapes_textured=0.4)
+        shapes.ensure_generated(shapes_dir, 0, 2000, 200, 64, max_objects=3, textured=0.4)
         rate, cpu = _rate(cfg, FLAGS.epochs, FLAGS.batch_size)
         print(f"shapes_64px_examples_per_s: {rate:.1f}")
         print(f"shapes_64px_cpu_ms_per_example: {cpu:.2f}")

@@ -48,6 +48,12 @@ class DataConfig(configlib.ConfigBase):
         2000, "Test images of the synthetic shapes dataset.", lower=1)
     shapes_size: int = configlib.option(
         64, "Image size of the synthetic shapes dataset (pixels).", lower=16, upper=256)
+    shapes_max_objects: int = configlib.option(
+        1, "Objects per shapes image: 1 to this many (1 is the quickstart, 3 the full set of "
+        "flags/shapes.flags).", lower=1, upper=3)
+    shapes_textured: float = configlib.option(
+        0.0, "Fraction of shapes images on a textured background (0 is the quickstart, 0.4 the "
+        "full set of flags/shapes.flags).", lower=0.0, upper=1.0)
     folder_classes: str = configlib.option(
         "auto", "Class ids of a custom folder: from top-level sub-folders, none (every image its "
         "own class), or auto (sub-folders when there are at least two and no top-level images).",

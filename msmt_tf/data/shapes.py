@@ -1,8 +1,11 @@
 """The embedded default dataset: procedurally generated shapes with captions.
 
-Each image has 1-3 objects (``SHAPES`` x ``COLOURS`` x ``SIZES``) placed in distinct cells of
-a 3 x 3 grid (with a small jitter; large objects may overlap their neighbours and the border)
-on a plain or textured background (``BACKGROUNDS``). Object 0 is the main object: drawn on top,
+Each image has 1 to ``max_objects`` (at most 3) objects (``SHAPES`` x ``COLOURS`` x ``SIZES``)
+placed in distinct cells of a 3 x 3 grid (with a small jitter; large objects may overlap their
+neighbours and the border) on a plain or, with probability ``textured``, a textured background
+(``BACKGROUNDS``). ``max_objects=3, textured=0.4`` is the full set (``flags/shapes.flags``);
+the quickstart default ``1, 0.0`` (one object on a plain background) is learnable in minutes
+on a CPU. Object 0 is the main object: drawn on top,
 named by most captions, and it defines the class id ``shape_index * len(COLOURS) +
 colour_index``. Ten captions per image come from templates that name the attributes in
 different orders, give grid positions and spatial relations, e.g. "a small red circle above
@@ -115,8 +118,12 @@ def _background(rng, name, n):
     return img
 
 
-def _sample_objects(rng, size):
-    count = int(rng.choice([1, 2, 3], p=[0.35, 0.35, 0.3]))
+_COUNT_PROBS = {1: [1.0], 2: [0.5, 0.5], 3: [0.35, 0.35, 0.3]}
+
+
+def _sample_objects(rng, size, max_objects=3):
+    p = _COUNT_PROBS[max_objects]
+    count = int(rng.choice(np.arange(1, max_objects + 1), p=p))
     cells = rng.choice(9, size=count, replace=False)
     cell = size / 3.0
     objects = []
@@ -224,14 +231,14 @@ def _caption(rng, objects, background):
     return f"{_np(rng, a)}{sep}{rel} {_np(rng, b)}"
 
 
-def make_example(seed, split, index, size, captions_per_image=10):
+def make_example(seed, split, index, size, captions_per_image=10, max_objects=3, textured=0.4):
     """Draws image ``index`` of ``split``; returns (uint8 image, captions, attribute record)."""
     rng = np.random.default_rng([seed, _SPLIT_IDS[split], index])
-    if rng.random() < 0.6:
+    if rng.random() >= textured:
         background = PLAIN_BACKGROUNDS[int(rng.integers(len(PLAIN_BACKGROUNDS)))]
     else:
         background = TEXTURED_BACKGROUNDS[int(rng.integers(len(TEXTURED_BACKGROUNDS)))]
-    objects = _sample_objects(rng, size)
+    objects = _sample_objects(rng, size, max_objects)
     image = render(rng, size, background, objects)
     captions = [_caption(rng, objects, background) for _ in range(captions_per_image)]
     key = f"{split}_{index:06d}"
@@ -241,10 +248,10 @@ def make_example(seed, split, index, size, captions_per_image=10):
 
 
 def _write_chunk(args):
-    out_dir, seed, split, start, stop, size, cpi = args
+    out_dir, seed, split, start, stop, size, cpi, max_objects, textured = args
     records = []
     for i in range(start, stop):
-        image, captions, record = make_example(seed, split, i, size, cpi)
+        image, captions, record = make_example(seed, split, i, size, cpi, max_objects, textured)
         buf = io.BytesIO()
         Image.fromarray(image).save(buf, format="PNG", compress_level=1)
         with open(os.path.join(out_dir, "images", record["key"] + ".png"), "wb") as f:
@@ -255,13 +262,14 @@ def _write_chunk(args):
     return records
 
 
-def _params(seed, num_train, num_test, size, captions_per_image):
+def _params(seed, num_train, num_test, size, captions_per_image, max_objects, textured):
     return {"format_version": FORMAT_VERSION, "seed": seed, "num_train": num_train,
-            "num_test": num_test, "size": size, "captions_per_image": captions_per_image}
+            "num_test": num_test, "size": size, "captions_per_image": captions_per_image,
+            "max_objects": max_objects, "textured": textured}
 
 
 def generate(out_dir, seed, num_train, num_test, size, captions_per_image=10, processes=None,
-             chunk_size=250):
+             chunk_size=250, max_objects=3, textured=0.4):
     """Writes the shapes dataset into ``out_dir`` (created); returns the meta dict.
 
     ``processes``: worker processes (default: the number of CPUs, at most 8; 1 = in-process);
@@ -269,6 +277,10 @@ def generate(out_dir, seed, num_train, num_test, size, captions_per_image=10, pr
     """
     if not 16 <= size <= 256:
         raise DataError(f"--shapes_size={size}: must be within 16..256.")
+    if max_objects not in _COUNT_PROBS:
+        raise DataError(f"--shapes_max_objects={max_objects}: must be 1, 2 or 3.")
+    if not 0.0 <= textured <= 1.0:
+        raise DataError(f"--shapes_textured={textured}: must be a probability in [0, 1].")
     for sub in ("images", "text", "attributes", "train", "test"):
         os.makedirs(os.path.join(out_dir, sub), exist_ok=True)
     if processes is None:  # small sets are faster without starting processes
@@ -276,8 +288,8 @@ def generate(out_dir, seed, num_train, num_test, size, captions_per_image=10, pr
     chunk = chunk_size
     tasks = {}
     for split, n in (("train", num_train), ("test", num_test)):
-        tasks[split] = [(out_dir, seed, split, s, min(n, s + chunk), size, captions_per_image)
-                        for s in range(0, n, chunk)]
+        tasks[split] = [(out_dir, seed, split, s, min(n, s + chunk), size, captions_per_image,
+                         max_objects, textured) for s in range(0, n, chunk)]
     records = {"train": [], "test": []}
     if processes == 1:
         for split in records:
@@ -298,17 +310,17 @@ def generate(out_dir, seed, num_train, num_test, size, captions_per_image=10, pr
             for r in recs:
                 f.write(json.dumps(r, sort_keys=True) + "\n")
     fmt.build_captions_pickle(out_dir, captions_per_image)
-    meta = _params(seed, num_train, num_test, size, captions_per_image)
+    meta = _params(seed, num_train, num_test, size, captions_per_image, max_objects, textured)
     with open(os.path.join(out_dir, "meta.json"), "w") as f:
         json.dump(meta, f, indent=1, sort_keys=True)
     return meta
 
 
 def ensure_generated(data_dir, seed, num_train, num_test, size, captions_per_image=10,
-                     processes=None):
+                     processes=None, max_objects=3, textured=0.4):
     """Generates the dataset on first use; checks the parameters of an existing one."""
     meta_file = os.path.join(data_dir, "meta.json")
-    want = _params(seed, num_train, num_test, size, captions_per_image)
+    want = _params(seed, num_train, num_test, size, captions_per_image, max_objects, textured)
     if os.path.isfile(meta_file):
         with open(meta_file) as f:
             have = json.load(f)
@@ -318,7 +330,8 @@ def ensure_generated(data_dir, seed, num_train, num_test, size, captions_per_ima
             raise DataError(
                 f"{meta_file}: the shapes data there was generated with other parameters ({diff}); "
                 "pass matching --shapes_seed/--shapes_num_train/--shapes_num_test/--shapes_size/"
-                "--captions_per_image, another --data_dir, or delete the directory.")
+                "--shapes_max_objects/--shapes_textured/--captions_per_image, another --data_dir, "
+                "or delete the directory.")
         return have
     if os.path.isdir(data_dir) and os.listdir(data_dir):
         raise DataError(
@@ -326,9 +339,11 @@ def ensure_generated(data_dir, seed, num_train, num_test, size, captions_per_ima
             "delete it (an interrupted generation) or choose another --data_dir.")
     tmp = f"{data_dir.rstrip(os.sep)}.tmp-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
-    logger.info("Generating the shapes dataset in %s (%d train + %d test, %d px, seed %d).",
-                data_dir, num_train, num_test, size, seed)
-    meta = generate(tmp, seed, num_train, num_test, size, captions_per_image, processes)
+    logger.info("Generating the shapes dataset in %s (%d train + %d test, %d px, seed %d, "
+                "1-%d objects, %.0f%% textured backgrounds).", data_dir, num_train, num_test, size,
+                seed, max_objects, 100 * textured)
+    meta = generate(tmp, seed, num_train, num_test, size, captions_per_image, processes,
+                    max_objects=max_objects, textured=textured)
     if os.path.isdir(data_dir):
         os.rmdir(data_dir)
     os.makedirs(os.path.dirname(os.path.abspath(data_dir)), exist_ok=True)

@@ -146,7 +146,8 @@ def test_main_object_colour_is_drawn(generated):
 
 def test_layout_and_split(generated):
     _, a = generated
-    cfg = DataConfig(data_dir=a, shapes_seed=3, shapes_num_train=40, shapes_num_test=10, shapes_size=48)
+    cfg = DataConfig(data_dir=a, shapes_seed=3, shapes_num_train=40, shapes_num_test=10, shapes_size=48,
+                     shapes_max_objects=3, shapes_textured=0.4)
     train = load_split(cfg, "train")
     recs = shapes.load_records(a, "train")
     assert train.keys == [r["key"] for r in recs]
@@ -167,3 +168,30 @@ def test_first_use_generates_and_refuses_foreign_dirs(tmp_path):
     (tmp_path / "other" / "x").write_text("x")
     with pytest.raises(DataError, match="not empty but has no meta.json"):
         load_split(cfg.replace(data_dir=str(tmp_path / "other")), "train")
+
+
+def test_object_count_and_background_options(tmp_path):
+    def records(max_objects, textured, n=60):
+        recs = [shapes.make_example(4, "train", i, 32, 1, max_objects, textured)[2]
+                for i in range(n)]
+        counts = {len(r["objects"]) for r in recs}
+        textured_share = np.mean([r["background"] in shapes.TEXTURED_BACKGROUNDS for r in recs])
+        return counts, textured_share
+
+    counts, share = records(1, 0.0)  # the quickstart default
+    assert counts == {1} and share == 0.0
+    counts, share = records(3, 0.4)  # the full set of flags/shapes.flags
+    assert counts == {1, 2, 3} and 0.2 < share < 0.6
+    counts, share = records(2, 1.0)
+    assert counts == {1, 2} and share == 1.0
+    # The full-set defaults of the library reproduce the images drawn before these options.
+    assert np.array_equal(shapes.make_example(4, "test", 7, 32)[0],
+                          shapes.make_example(4, "test", 7, 32, 10, 3, 0.4)[0])
+    cfg = DataConfig(data_dir=str(tmp_path / "s"), shapes_num_train=4, shapes_num_test=2,
+                     shapes_size=32)
+    assert (cfg.shapes_max_objects, cfg.shapes_textured) == (1, 0.0)
+    load_split(cfg, "test")
+    with pytest.raises(DataError, match=r"max_objects: 1 \(requested 3\).*--shapes_max_objects"):
+        load_split(cfg.replace(shapes_max_objects=3), "test")
+    with pytest.raises(DataError, match="--shapes_max_objects=4"):
+        shapes.generate(str(tmp_path / "t"), 0, 2, 2, 32, max_objects=4)
