@@ -28,6 +28,8 @@ setuptools.setup(
             "msmt-train=msmt_tf.train:run",
             "msmt-pretrain-damsm=msmt_tf.pretrain_damsm:run",
             "msmt-evaluate=msmt_tf.evaluate:run",
+            "msmt-sample=msmt_tf.sample:run",
+            "msmt-export=msmt_tf.export.cli:run",
             "msmt-summary=msmt_tf.summary:run",
             "msmt-prepare-data=msmt_tf.prepare_data:run",
             "msmt-fid=msmt_tf.fid:run",

@@ -86,6 +86,10 @@ def _summary(result):
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments {argv[1:]}; use flags (--run_dir, --checkpoint).")
+    # First, before anything imports TensorFlow: its oneDNN CPU kernels (~30% faster Inception).
+    from msmt_tf.evaluation import fid as fid_lib
+
+    fid_lib.enable_onednn()
     from msmt_tf.data.errors import DataError
     from msmt_tf.evaluation.attribute_classifier import AttributeClassifierError
     from msmt_tf.evaluation.evaluator import EvaluationError

@@ -13,3 +13,20 @@ def fid_weight_arrays():
     from msmt_tf.evaluation import inception_weights
 
     return inception_weights.load_fid_weights()
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory):
+    """A real run directory (config.json, DAMSM encoders, EMA + live generator checkpoint) of a
+    2-stage 8 -> 16 px MSMT-GAN (``msmt_tf.testing.tiny_run``)."""
+    from msmt_tf.testing.tiny_run import make_tiny_run
+
+    return make_tiny_run(tmp_path_factory.mktemp("tiny_run"))
+
+
+@pytest.fixture(scope="session")
+def tiny_inference(tiny_run):
+    """``load_for_inference`` of ``tiny_run`` (the EMA generator), loaded once per session."""
+    from msmt_tf.training.restore import load_for_inference
+
+    return load_for_inference(run_dir=tiny_run.run_dir)

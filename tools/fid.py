@@ -1,6 +1,7 @@
-"""FID between two image folders / TTUR .npz files; see ``msmt_tf/fid.py`` for the flags.
+"""FID between image folders, TTUR .npz files and checkpoints; see ``msmt_tf/fid.py``.
 
   python tools/fid.py PATH_A PATH_B [--batch_size=50] [--save_stats=a.npz]
+  python tools/fid.py runs/x stats/cub_test.npz [--captions=test|train|FILE] [--num_images=30000]
 """
 
 import os

@@ -46,7 +46,9 @@ class EvalConfig(configlib.ConfigBase):
     inception_graph: Optional[str] = option(
         None, "The official inception-2015-12-05.tgz or classify_image_graph_def.pb: its weights "
         "are used for FID and its softmax enables the Inception Score.")
-    inception_jit: bool = option(True, "Compile the Inception network with XLA during evaluation.")
+    inception_jit: bool = option(
+        False, "Compile the Inception network with XLA during evaluation (slower than the "
+        "default oneDNN kernels on the CPUs measured; benchmarks/inception_throughput.py).")
     stats_cache_dir: Optional[str] = option(
         None, "Cache of the real images' FID statistics; default $MSMT_TF_CACHE/stats or "
         "~/.cache/msmt_tf/stats.")
@@ -60,7 +62,7 @@ class EvalConfig(configlib.ConfigBase):
     kid_subsets: int = option(100, "KID: number of random subsets.", lower=1)
     kid_subset_size: int = option(1000, "KID: samples per subset.", lower=2)
     attr_train_images: int = option(
-        3000, "Attribute classifier: real shapes train images it is trained on (once, cached).",
+        6000, "Attribute classifier: real shapes train images it is trained on (once, cached).",
         lower=10)
     attr_min_accuracy: float = option(
         0.95, "Attribute classifier: required held-out accuracy on the test split; below it the "

@@ -10,7 +10,8 @@ be called many times. The protocol (``docs/metrics.md``, "Evaluation protocol"):
   pipeline), encoded by the DAMSM text encoder.
 * Noise ``z ~ N(0, 1)`` and the conditioning-augmentation noise ``ca_eps ~ N(0, 1)`` come from
   seeded NumPy generators, so the same seed gives the same images; the generator runs with
-  ``training=False`` (BN moving statistics).
+  ``training=False`` (BN moving statistics). Captions, noise, generation and quantisation are
+  ``generation.py``, shared with the checkpoint source of ``tools/fid.py``.
 * The final-stage image in [-1, 1] is quantised to uint8 in memory -- ``truncate``:
   ``uint8((x + 1) * 127.5)`` as DM-GAN's PNG saving, or ``round`` -- and goes into the FID
   Inception (legacy TF1 resize to 299 inside) without a PNG round trip. The R-precision uses
@@ -34,6 +35,7 @@ import time
 import numpy as np
 
 from msmt_tf.evaluation import fid as fid_lib
+from msmt_tf.evaluation import generation
 from msmt_tf.evaluation import inception_score as is_lib
 from msmt_tf.evaluation import kid as kid_lib
 from msmt_tf.evaluation import r_precision as rp_lib
@@ -49,27 +51,10 @@ class EvaluationError(RuntimeError):
     """The evaluation cannot run as configured; the message says what to do."""
 
 
-def quantize(images, mode="truncate"):
-    """Float images in [-1, 1] -> uint8.
-
-    ``truncate``: ``uint8((x + 1) * 127.5)`` after clipping to [0, 255] (DM-GAN's PNG saving,
-    which truncates toward zero; the clip only guards against values outside [-1, 1]).
-    ``round``: ``round((x + 1) * 127.5)`` clipped to [0, 255].
-    """
-    x = (np.asarray(images, np.float32) + 1.0) * 127.5
-    if mode == "round":
-        x = np.rint(x)
-    elif mode != "truncate":
-        raise ValueError(f"quantize: mode={mode!r} is not 'truncate' or 'round'.")
-    return np.clip(x, 0.0, 255.0).astype(np.uint8)
-
-
-def _rng(seed, stream):
-    """Independent seeded NumPy generators per purpose (captions, noise, negatives, ...)."""
-    return np.random.default_rng([int(seed), stream])
-
-
-_STREAMS = {"captions": 1, "noise": 2, "ca_eps": 3, "negatives": 4, "folds": 5, "kid": 6}
+# Re-exported: the generation path lives in ``generation.py`` (shared with tools/fid.py).
+quantize = generation.quantize
+_rng = generation.rng
+_STREAMS = generation.STREAMS
 
 
 def _progress_fn(progress, what):
@@ -254,20 +239,12 @@ class Evaluator:
     # ------------------------------------------------------------------ captions
     def _fit(self, caption):
         """First ``words_num`` ids, zero-padded (the pipeline's evaluation rule)."""
-        L = self.data_cfg.words_num
-        out = np.zeros((L,), np.int32)
-        ids = list(caption)[:L]
-        out[: len(ids)] = ids
-        return out
+        return generation.fit_caption(caption, self.data_cfg.words_num)
 
     def sample_captions(self, num_images, seed):
         """Image indices ``[N]`` (cycling over the test split), caption indices ``[N]`` into
-        ``split.captions`` and tokens int32 ``[N, words_num]``."""
-        n_test, cpi = len(self.split), self.split.captions_per_image
-        image_idx = np.arange(num_images) % n_test
-        caption_idx = image_idx * cpi + _rng(seed, _STREAMS["captions"]).integers(0, cpi, num_images)
-        tokens = np.stack([self._fit(self.split.captions[c]) for c in caption_idx])
-        return image_idx, caption_idx, tokens
+        ``split.captions`` and tokens int32 ``[N, words_num]`` (``generation.split_captions``)."""
+        return generation.split_captions(self.split, num_images, seed, self.data_cfg.words_num)
 
     def _encode_text(self, tokens):
         words, sentence = self.text_encoder(tokens, training=False)
@@ -311,33 +288,13 @@ class Evaluator:
         ``skipped`` {metric: reason}, ``protocol`` (everything needed to reproduce the numbers)
         and ``seconds``.
         """
-        import tensorflow as tf
-
         num_images, batch_size, seed, metrics = self._resolve(num_images, batch_size, seed, metrics)
         image_idx, _, tokens = self.sample_captions(num_images, seed)
-        noise_rng, eps_rng = _rng(seed, _STREAMS["noise"]), _rng(seed, _STREAMS["ca_eps"])
-        z_dim = int(getattr(generator, "z_dim", self.model_cfg.z_dim))
-        c_dim = int(getattr(generator, "condition_dim", self.model_cfg.condition_dim))
-
-        @tf.function(reduce_retracing=True)
-        def generate(inputs):
-            return generator(inputs, training=False)["images"][-1]
-
-        def batches():
-            for s in range(0, num_images, batch_size):
-                tok = tokens[s : s + batch_size]
-                b = len(tok)
-                words, sentence = self._encode_text(tok)
-                inputs = {
-                    "noise": noise_rng.standard_normal((b, z_dim)).astype(np.float32),
-                    "sentence": sentence,
-                    "words": words,
-                    "mask": tok != 0,
-                    "ca_eps": eps_rng.standard_normal((b, c_dim)).astype(np.float32),
-                }
-                yield np.asarray(generate(inputs), np.float32), tok, sentence
-
-        return self._run(batches(), image_idx, num_images, batch_size, seed, metrics, progress,
+        batches = generation.generated_batches(
+            generator, self.text_encoder, tokens, batch_size, seed,
+            z_dim=getattr(generator, "z_dim", self.model_cfg.z_dim),
+            condition_dim=getattr(generator, "condition_dim", self.model_cfg.condition_dim))
+        return self._run(batches, image_idx, num_images, batch_size, seed, metrics, progress,
                          save_dir, "generated images")
 
     def evaluate_real(self, num_images=None, batch_size=None, seed=None, progress=None,

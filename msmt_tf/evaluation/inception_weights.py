@@ -352,15 +352,17 @@ def load_fid_weights(weights=None, cache_dir=None, download=True):
     return arrays
 
 
-def build_fid_inception(weights=None, cache_dir=None, download=True, folded=True):
+def build_fid_inception(weights=None, cache_dir=None, download=True, folded=True,
+                        merge_1x1=False):
     """Returns ``(FIDInception layer with weights, weights sha256)``.
 
-    ``folded`` folds BN into the convs (inference speed; differences ~1e-5).
+    ``folded`` folds BN into the convs and ``merge_1x1`` (with ``folded``) merges sibling
+    1x1 convs (inference speed; differences ~1e-5).
     """
     from msmt_tf.models import inception
 
     arrays = load_fid_weights(weights, cache_dir=cache_dir, download=download)
-    layer = inception.FIDInception(folded=folded, name="fid_inception")
+    layer = inception.FIDInception(folded=folded, merge_1x1=merge_1x1, name="fid_inception")
     layer.build((None, 299, 299, 3))
     inception.set_trunk_weights(layer.trunk, arrays, source=weights or "FID weights")
     return layer, weights_digest(arrays)

@@ -31,11 +31,23 @@ class BatchNorm(keras.layers.BatchNormalization):
 
     Keras BN upcasts float16 inputs to float32 for its statistics, so it is safe under
     ``mixed_float16``.
+
+    Under ``tf.distribute`` the batch statistics are per replica (not synchronized), and the
+    moving mean / variance are created with ``aggregation="mean"``: each update is averaged
+    over the replicas (and workers), as ``tf.keras`` 2 did. Keras 3's default (``"none"``)
+    lets every replica keep its own moving statistics in one mirrored variable, so the
+    copies silently diverge (checkpoints and the EMA copy then hold replica 0's only, and
+    the workers of a multi-worker run end with different weights).
     """
 
     def __init__(self, **kwargs):
         super().__init__(**kwargs)
         self.supports_masking = False
+
+    def add_weight(self, *args, **kwargs):
+        if kwargs.get("name") in ("moving_mean", "moving_variance"):
+            kwargs["aggregation"] = "mean"
+        return super().add_weight(*args, **kwargs)
 
     def call(self, inputs, training=None, sample_mask=None):
         return super().call(

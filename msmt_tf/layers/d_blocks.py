@@ -2,6 +2,7 @@
 
 import keras
 
+from msmt_tf.layers.batch_norm import BatchNorm
 from msmt_tf.layers.spectral_norm import SpectralNormConv2D
 
 KINDS = ("dmgan", "attngan")
@@ -108,7 +109,7 @@ class DBlock(keras.layers.Layer):
                 dtype=self.dtype_policy,
             )
         if self.batch_norm:
-            self.bn = keras.layers.BatchNormalization(
+            self.bn = BatchNorm(  # moving statistics averaged over replicas (see BatchNorm)
                 momentum=0.9,
                 epsilon=1e-5,
                 gamma_initializer=keras.initializers.RandomNormal(

@@ -311,7 +311,11 @@ class SpatialDynamicMemory(keras.layers.Layer):
 
         word_mask = mask[:, None, None, None, None, :]
         logits = ops.where(word_mask, logits, _MASKED_LOGIT)
-        alpha = ops.softmax(logits, axis=-1)
+        # Softmax over words on a 2-D view: TensorFlow's oneDNN Softmax kernel (the default on
+        # AVX-512 VNNI/AMX CPUs, and switched on by tools/fid.py and evaluate) rejects rank > 5.
+        alpha = ops.reshape(
+            ops.softmax(ops.reshape(logits, (-1, num_words)), axis=-1), ops.shape(logits)
+        )
         # Exact zeros at padding, also for a caption with no real word.
         alpha = alpha * ops.cast(word_mask, "float32")
 

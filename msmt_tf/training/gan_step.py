@@ -28,7 +28,7 @@ class GANStep:
             frozen).
         g_optimizer, d_optimizers: built optimizers (possibly `LossScaleOptimizer`s).
         ema: an `ExponentialMovingAverage` of the generator, or None.
-        noise_rng: `tf.random.Generator` for z.
+        noise_rng: `tf.random.Generator` for z and the CA epsilon (see `draw_noise`).
         train_cfg: `TrainConfig` (lambdas, gammas, damsm_stages, batch size).
         z_dim: noise size.
     """
@@ -49,6 +49,30 @@ class GANStep:
     def encode_text(self, captions):
         words, sentence = self.text_encoder(captions, training=False)
         return tf.stop_gradient(words), tf.stop_gradient(sentence), tf.not_equal(captions, 0)
+
+    def draw_noise(self, captions):
+        """z ``[B_r, z_dim]`` and the CA epsilon ``[B_r, condition_dim]`` of this replica.
+
+        Both are this replica's rows of one draw for the *global* batch from ``noise_rng``,
+        made in the cross-replica context (``merge_call``): the values depend on the seed and
+        the global batch only, not on how it is split over replicas or workers. Drawn in each
+        replica instead, the noise generator would give every replica its own stream (it folds
+        in the replica id), and the CA layer's own ``keras.random.SeedGenerator`` (a mirrored
+        state) would give every replica the *same* epsilon.
+        """
+        ctx = tf.distribute.get_replica_context()
+        local = captions.shape[0] if captions.shape[0] is not None else tf.shape(captions)[0]
+        total = local * ctx.num_replicas_in_sync
+        ca_dim = self.generator.ca.condition_dim
+
+        def draw(_strategy):
+            return (self.noise_rng.normal([total, self.z_dim]),
+                    self.noise_rng.normal([total, ca_dim]))
+
+        noise, eps = ctx.merge_call(draw)
+        start = ctx.replica_id_in_sync_group * local
+        return (tf.slice(noise, [start, 0], [local, self.z_dim]),
+                tf.slice(eps, [start, 0], [local, ca_dim]))
 
     def damsm_loss(self, image, words, sentence, mask, class_ids):
         """`L_DAMSM` of one image batch: word + sentence losses, both directions."""
@@ -97,6 +121,8 @@ class GANStep:
             logs[f"g_adv/stage{k}"] = adv["loss"]
             total += adv["loss"]
         stages = range(len(fakes)) if cfg.damsm_stages == "all" else [len(fakes) - 1]
+        if cfg.lambda3 == 0:
+            stages = []  # --lambda3=0: no DAMSM term, so skip the image encoder entirely
         for k in stages:
             w, s = self.damsm_loss(fakes[k], words, sentence, mask, class_ids)
             logs[f"g_damsm_word/stage{k}"] = w
@@ -118,9 +144,9 @@ class GANStep:
         captions = batch["captions"]
         words, sentence, mask = self.encode_text(captions)
         _, wrong_sentence, _ = self.encode_text(batch["wrong_captions"])
-        batch_size = tf.shape(captions)[0]
-        noise = self.noise_rng.normal([batch_size, self.z_dim])
-        inputs = {"noise": noise, "sentence": sentence, "words": words, "mask": mask}
+        noise, ca_eps = self.draw_noise(captions)
+        inputs = {"noise": noise, "sentence": sentence, "words": words, "mask": mask,
+                  "ca_eps": ca_eps}
         with tf.GradientTape() as tape:
             out = self.generator(inputs, training=True)
             fakes = [tf.cast(x, tf.float32) for x in out["images"]]

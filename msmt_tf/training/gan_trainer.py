@@ -129,9 +129,10 @@ class GANTrainer:
         out = {}
         sum_ = tf.distribute.ReduceOp.SUM
         for k, v in logs.items():
-            if k in _MIN_REDUCED:  # all replicas finite <=> no replica reports 0
-                bad = self.strategy.reduce(sum_, 1.0 - v, axis=None)
-                out[k] = tf.cast(tf.equal(bad, 0.0), tf.float32)
+            if k in _MIN_REDUCED:  # all replicas finite <=> the mean of the 0/1 flags is 1
+                # (`v` is a PerReplica value under a multi-replica strategy: reduce it as is.)
+                mean = self.strategy.reduce(tf.distribute.ReduceOp.MEAN, v, axis=None)
+                out[k] = tf.cast(tf.equal(mean, 1.0), tf.float32)
             elif k in _MEAN_REDUCED:
                 out[k] = self.strategy.reduce(tf.distribute.ReduceOp.MEAN, v, axis=None)
             else:  # already divided by the global batch in every replica
@@ -217,10 +218,11 @@ class GANTrainer:
         prog = progress_lib.Progress(total, initial=start, every=cfg.log_every, stream=stream)
         last_logs, last_eval = {}, None
         step = start
+        stopping = False
         with checkpointing.StopSignal() as stop, metrics_logger:
             if start == 0:
                 self.write_grids(metrics_logger, 0)
-            while step < total and not stop.requested:
+            while step < total and not stopping:
                 epoch_start = time.time()
                 for batch in self.train_ds:
                     t0 = time.time()
@@ -245,12 +247,15 @@ class GANTrainer:
                     if cfg.eval_every and step % cfg.eval_every == 0 and step < total:
                         last_eval = self.evaluate(metrics_logger, step)
                     self.checkpoint.maybe_save()
-                    if step >= total or stop.requested:
+                    # A signal on any worker stops every worker after this same step (a worker
+                    # that went on alone would wait forever in the next step's all-reduce).
+                    stopping = distribute.any_replica(self.strategy, stop.requested)
+                    if step >= total or stopping:
                         break
                 self.checkpoint.epoch.assign_add(1)
                 log.info("epoch %d done in %.1fs", int(self.checkpoint.epoch.numpy()),
                          time.time() - epoch_start)
-            if stop.requested:
+            if stopping:
                 prog.write(f"stop requested: saving step {step} and exiting")
                 self.checkpoint.save("signal")
                 return {"step": step, "stopped": True, "logs": last_logs}

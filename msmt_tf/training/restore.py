@@ -1,6 +1,6 @@
 """Loading a trained run for inference: EMA generator, DAMSM encoders, vocabulary, configs.
 
-Used by `msmt_tf.evaluate`, `msmt_tf.sample`, `msmt_tf.export_model` and `tools/fid.py`.
+Used by `msmt_tf.evaluate`, `msmt_tf.sample`, `msmt_tf.export` and `tools/fid.py`.
 """
 
 import dataclasses

@@ -45,6 +45,7 @@ HARMLESS_KEYS = frozenset(
         "keep_checkpoints",
         "max_nonfinite_steps",
         "jit_compile",
+        "inception_jit",
         "strategy",
         "deterministic",
         # data loading performance and locations do not change what is learnt
@@ -221,6 +222,10 @@ def prepare_run_dir(
             logging.warning("--noresume: moved the previous run %s to %s", path, moved_to)
     elif os.path.isdir(path) and os.listdir(path):
         if not os.path.exists(cfg_path):
+            if not is_chief:
+                # The chief may be creating the directory right now (between its makedirs and
+                # the atomic write of config.json): it alone checks and writes.
+                return RunDir(path=path, resumed=False)
             raise RunDirError(
                 f"--run_dir={path} exists, is not empty and has no {CONFIG_FILE}: "
                 "give another --run_dir, or pass --noresume to move it aside."

@@ -144,12 +144,50 @@ def test_compute_features_with_in_memory_source():
         fid.compute_features(iter([]), lambda b: b)
 
 
-def test_feature_extractor_matches_fixture(fid_weight_arrays):
-    """Folded BN + XLA extractor on the committed images vs the TorchScript features."""
-    extractor = fid.FeatureExtractor(weights=None, folded=True, jit_compile=True)
+@pytest.mark.parametrize("kwargs", [{}, {"merge_1x1": False, "jit_compile": True}],
+                         ids=["default_merged", "folded_xla"])
+def test_feature_extractor_matches_fixture(fid_weight_arrays, kwargs):
+    """The default extractor (folded + merged 1x1, no XLA) and folded + XLA on the committed
+    images vs the TorchScript features."""
+    extractor = fid.FeatureExtractor(weights=None, **kwargs)
+    assert extractor.layer.merge_1x1 == kwargs.get("merge_1x1", True)
     images = [np.asarray(Image.open(os.path.join(FIXTURES, f"img{i}_64.png"))) for i in range(4)]
     got = extractor(np.stack(images[:3]))
     got_last = extractor(np.stack(images[3:]))  # short batch: padded, same compiled shape
     expected = np.load(os.path.join(FIXTURES, "pool3_features.npy"))[:4]
     np.testing.assert_allclose(np.concatenate([got, got_last]), expected, atol=1e-4, rtol=0)
     assert extractor.weights_sha256 == inception_weights.WEIGHTS_SHA256
+
+
+ONEDNN_SCRIPT = """
+import json, os, sys
+import numpy as np
+from PIL import Image
+from msmt_tf.evaluation import fid
+print(json.dumps({"env": os.environ.get("TF_ENABLE_ONEDNN_OPTS"), "on": fid.enable_onednn()}))
+images = np.stack([np.asarray(Image.open(os.path.join(sys.argv[1], f"img{i}_64.png")))
+                   for i in range(2)])
+np.save(sys.argv[2], fid.FeatureExtractor()(images))
+"""
+
+
+def test_onednn_is_enabled_by_the_entry_points_and_keeps_parity(tmp_path, fid_weight_arrays):
+    """``enable_onednn`` before TensorFlow's import (as ``tools/fid.py`` and ``evaluate`` do)
+    switches the oneDNN kernels on; the default extractor still matches the fixture. A fresh
+    process, since TensorFlow reads the switch once, at import."""
+    import json
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "TF_ENABLE_ONEDNN_OPTS"}
+    env["TF_CPP_MIN_LOG_LEVEL"] = "2"
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    env["PYTHONPATH"] = root + os.pathsep + env.get("PYTHONPATH", "")
+    out = tmp_path / "features.npy"
+    proc = subprocess.run([sys.executable, "-c", ONEDNN_SCRIPT, FIXTURES, str(out)], env=env,
+                          capture_output=True, text=True, check=False, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    status = json.loads([ln for ln in proc.stdout.splitlines() if ln.startswith("{")][-1])
+    assert status == {"env": None, "on": True}
+    expected = np.load(os.path.join(FIXTURES, "pool3_features.npy"))[:2]
+    np.testing.assert_allclose(np.load(out), expected, atol=1e-4, rtol=0)

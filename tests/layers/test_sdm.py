@@ -289,3 +289,46 @@ def test_serialization_round_trip(key_reading):
     )
     out = run_serialization_test(layer, _inputs())
     assert out[0].shape == (B, S, S, N_R)
+
+
+ONEDNN_SCRIPT = """
+import sys
+import numpy as np
+from tensorflow.python.util import _pywrap_util_port
+from msmt_tf.layers.sdm import SpatialDynamicMemory
+assert _pywrap_util_port.IsMklEnabled()
+r_mem, q_src, words, mask = (np.load(sys.argv[1])[k] for k in ("r", "q", "w", "m"))
+layer = SpatialDynamicMemory(3, memory_dim=4, grid=2, word_dim=5)
+layer((r_mem, q_src, words, mask))
+with np.load(sys.argv[2]) as f:
+    layer.set_weights([f[f"w{i}"] for i in range(len(f.files))])
+read, alpha = layer((r_mem, q_src, words, mask))
+np.savez(sys.argv[3], read=np.asarray(read), alpha=np.asarray(alpha))
+"""
+
+
+def test_runs_under_onednn_kernels(tmp_path):
+    """TensorFlow's oneDNN Softmax rejects rank > 5; oneDNN is on by default on AVX-512
+    VNNI/AMX CPUs and ``tools/fid.py`` / ``evaluate`` switch it on, so the 6-D softmax over
+    words must not reach it. Fresh process: TensorFlow reads the switch at import."""
+    import os
+    import subprocess
+    import sys
+
+    r_mem, q_src, words, mask = _inputs()
+    layer = SpatialDynamicMemory(N_R, memory_dim=N_M, grid=H, word_dim=N_W)
+    layer((r_mem, q_src, words, mask))
+    _randomize(layer)
+    want = [keras.ops.convert_to_numpy(t) for t in layer((r_mem, q_src, words, mask))]
+    np.savez(tmp_path / "x.npz", r=r_mem, q=q_src, w=words, m=mask)
+    np.savez(tmp_path / "w.npz", **{f"w{i}": w for i, w in enumerate(layer.get_weights())})
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    env = dict(os.environ, TF_ENABLE_ONEDNN_OPTS="1", TF_CPP_MIN_LOG_LEVEL="2",
+               PYTHONPATH=root + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    proc = subprocess.run(
+        [sys.executable, "-c", ONEDNN_SCRIPT, str(tmp_path / "x.npz"), str(tmp_path / "w.npz"),
+         str(tmp_path / "out.npz")], env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    with np.load(tmp_path / "out.npz") as got:
+        np.testing.assert_allclose(got["read"], want[0], atol=1e-5)
+        np.testing.assert_allclose(got["alpha"], want[1], atol=1e-5)

@@ -90,13 +90,29 @@ def test_pool3_matches_torchscript_fixture(fid_layer):
     )
 
 
-def test_folded_trunk_matches_fixture(fid_layer):
-    folded = inception.fold_batch_norm(fid_layer.trunk)
-    x = numpy_legacy_resize(np.stack(_images()[4:]), 299, 299)
-    got = keras.ops.convert_to_numpy(folded((x - 128.0) / 128.0)["pool_3"])
+def test_folded_and_merged_trunks_match_unfused_and_fixture(fid_layer):
+    """BN folding, and folding + merged sibling 1x1 convs (the FID default): same function."""
+    x = (numpy_legacy_resize(np.stack(_images()[4:]), 299, 299) - 128.0) / 128.0
+    want = {k: keras.ops.convert_to_numpy(v) for k, v in fid_layer.trunk(x).items()}
     expected = np.load(os.path.join(FIXTURES, "pool3_features.npy"))[4:]
-    np.testing.assert_allclose(got, expected, atol=1e-4, rtol=0)
-    assert all(c.folded and c.bn is None for c in folded.convs.values())
+    for merge in (False, True):
+        fast = inception.fold_batch_norm(fid_layer.trunk, merge_1x1=merge)
+        got = {k: keras.ops.convert_to_numpy(v) for k, v in fast(x).items()}
+        np.testing.assert_allclose(got["pool_3"], want["pool_3"], atol=1e-4, rtol=0)
+        np.testing.assert_allclose(got["local"], want["local"], atol=1e-4, rtol=0)
+        np.testing.assert_allclose(got["pool_3"], expected, atol=1e-4, rtol=0)
+        assert all(c.folded and c.bn is None for c in fast.convs.values())
+    parts = {b.name: list(b.parts) for b in fast.blocks}
+    assert parts["mixed"] == [("conv", 64, False), ("tower.conv", 48, False),
+                              ("tower_1.conv", 64, False), ("tower_2.conv", 32, True)]
+    assert parts["mixed_3"] == [] and fast.blocks[3].pointwise is None  # one 1x1 only
+    assert parts["mixed_8"] == [("tower.conv", 192, False), ("tower_1.conv", 192, False)]
+    # mixed_10's pool branch is a max pool, which does not commute with the 1x1 conv.
+    assert parts["mixed_10"] == [("conv", 320, False), ("tower_conv", 384, False),
+                                 ("tower_1_conv", 448, False)]
+    assert len(fast.convs) + sum(len(p) for p in parts.values()) == 94
+    with pytest.raises(ValueError, match="merge_1x1=True needs folded=True"):
+        inception.InceptionV3Trunk("tf2015", merge_1x1=True)
 
 
 def test_weight_count_and_names(fid_weight_arrays):
@@ -150,10 +166,17 @@ def test_torchvision_weights_round_trip_and_shapes():
     rng = np.random.default_rng(1)
     trunk = inception.InceptionV3Trunk("torchvision")
     trunk.build((None, 96, 96, 3))
-    arrays = {k: rng.normal(size=v.shape).astype(np.float32) for k, v in inception.trunk_weights_numpy(trunk).items()}
-    for k in arrays:
-        if k.endswith("running_var"):
-            arrays[k] = np.abs(arrays[k]) + 0.5
+    # He-scaled kernels and moderate BN statistics keep the activations finite (unit-normal
+    # kernels overflow to NaN by mixed_10, and NaN == NaN passes assert_allclose).
+    arrays = {}
+    for k, v in inception.trunk_weights_numpy(trunk).items():
+        if k.endswith("conv.weight"):
+            scale = np.sqrt(2.0 / np.prod(v.shape[1:]))
+            arrays[k] = (rng.normal(size=v.shape) * scale).astype(np.float32)
+        elif k.endswith(("running_var", "bn.weight")):
+            arrays[k] = rng.uniform(0.5, 1.5, v.shape).astype(np.float32)
+        else:
+            arrays[k] = rng.normal(0.0, 0.3, v.shape).astype(np.float32)
     inception.set_trunk_weights(trunk, arrays, source="synthetic")
     back = inception.trunk_weights_numpy(trunk)
     for k, v in arrays.items():
@@ -162,12 +185,18 @@ def test_torchvision_weights_round_trip_and_shapes():
     out = trunk(x)
     assert tuple(out["local"].shape) == trunk.compute_output_shape((2, 96, 96, 3))["local"] == (2, 4, 4, 768)
     assert tuple(out["pool_3"].shape) == (2, 2048)
-    folded = inception.fold_batch_norm(trunk)
-    np.testing.assert_allclose(
-        keras.ops.convert_to_numpy(folded(x)["pool_3"]),
-        keras.ops.convert_to_numpy(out["pool_3"]),
-        rtol=1e-4, atol=1e-4,
-    )
+    assert np.isfinite(keras.ops.convert_to_numpy(out["pool_3"])).all()
+    # Folding with gamma, and the merged 1x1 convs with a zero-padding-counting average
+    # pool moved after the pool branch's conv (its bias goes after the pool: at 96 px
+    # a third of the 2x2 / 5x5 / 10x10 cells are borders).
+    for merge in (False, True):
+        folded = inception.fold_batch_norm(trunk, merge_1x1=merge)
+        np.testing.assert_allclose(
+            keras.ops.convert_to_numpy(folded(x)["pool_3"]),
+            keras.ops.convert_to_numpy(out["pool_3"]),
+            rtol=1e-4, atol=1e-4,
+        )
+    assert folded.blocks[0].parts[-1] == ("branch_pool", 32, True)
     bad = dict(arrays)
     bad["Mixed_5b.branch_pool.conv.weight"] = np.zeros((1, 1, 1, 1), np.float32)
     with pytest.raises(ValueError, match="synthetic: tensor 'Mixed_5b.branch_pool.conv.weight' has shape"):
@@ -191,6 +220,10 @@ def test_convbn_hand_computed_and_serialization():
         inception.InceptionBlock("E", None, pool="max", variant="torchvision"),
         np.ones((1, 3, 3, 8), np.float32), atol=1e-4,
     )
+    merged = inception.InceptionBlock("A", 32, folded=True, merge_1x1=True)
+    x = np.random.default_rng(0).normal(size=(1, 4, 5, 8)).astype(np.float32)
+    layer_test.run_serialization_test(merged, x, atol=1e-5)
+    assert merged.get_config()["merge_1x1"] and merged.pointwise.kernel.shape == (1, 1, 8, 208)
 
 
 def test_trunk_and_fid_layer_config():
@@ -198,9 +231,10 @@ def test_trunk_and_fid_layer_config():
     layer_test.assert_config_covers_init(trunk)
     clone = inception.InceptionV3Trunk.from_config(trunk.get_config())
     assert clone.variant == "torchvision" and clone.folded
-    fid = inception.FIDInception(folded=True)
+    fid = inception.FIDInception(folded=True, merge_1x1=True)
     layer_test.assert_config_covers_init(fid)
     revived = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(fid))
-    assert isinstance(revived, inception.FIDInception) and revived.folded
+    assert isinstance(revived, inception.FIDInception) and revived.folded and revived.merge_1x1
+    assert revived.trunk.merge_1x1 and revived.trunk.blocks[0].pointwise is not None
     with pytest.raises(ValueError, match="variant='tf2016'"):
         inception.InceptionV3Trunk("tf2016")

@@ -101,3 +101,17 @@ def test_mixed_float16_step_is_finite_with_float32_master_weights():
         assert gen.compute_dtype == "float16"
     finally:
         keras.mixed_precision.set_dtype_policy(policy)
+
+
+def test_damsm_terms_follow_damsm_stages_and_lambda3_zero_skips_them():
+    for lambdas, expected in ((dict(lambda3=1.0, damsm_stages="last"), ["stage1"]),
+                              (dict(lambda3=0.0, damsm_stages="all"), [])):
+        cfgs = fx.configs(**lambdas)
+        step, *_ = _build(cfgs)
+        calls = []
+        encoder = step.image_encoder
+        step.image_encoder = lambda x, training=None: calls.append(1) or encoder(x, training=training)
+        logs = step(fx.batch(cfgs.model))
+        stages = sorted(k.split("/")[1] for k in logs if k.startswith("g_damsm_word/"))
+        assert stages == expected, lambdas
+        assert len(calls) == len(expected), lambdas

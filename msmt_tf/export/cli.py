@@ -1,0 +1,50 @@
+"""Exports a trained run as a TensorFlow SavedModel (captions in, uint8 images out).
+
+Usage:
+  python -m msmt_tf.export --run_dir=runs/shapes_msmt --out=exported/shapes_msmt
+  python -m msmt_tf.export --checkpoint=runs/x/best/best-5000 --out=DIR --overwrite
+
+Signatures ``generate(captions, noise)``, ``generate_seeded(captions, seed)``,
+``generate_float(captions, noise, ca_eps)`` and ``tokenize(captions)``; the model loads with
+``tf.saved_model.load`` in a process that has only TensorFlow. See
+``msmt_tf.export.saved_model``. Only the flags of ``ExportConfig`` exist here.
+"""
+
+from absl import app, flags
+
+from msmt_tf import configlib
+from msmt_tf.cli import flagutil
+from msmt_tf.inference_config import ExportConfig
+
+FLAGS = flags.FLAGS
+
+
+def define_flags(flag_values=FLAGS):
+    flagutil.define_flags(ExportConfig, flag_values)
+
+
+def main(argv, flag_values=FLAGS):
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments {argv[1:]}; use flags (--run_dir, --out).")
+    from msmt_tf.export import saved_model
+    from msmt_tf.models.damsm import DAMSMLoadError
+    from msmt_tf.training.restore import RestoreError
+
+    try:
+        cfg = flagutil.from_flags(ExportConfig, flag_values)
+        info = saved_model.export_run(cfg)
+    except (configlib.ConfigError, saved_model.ExportError, RestoreError, DAMSMLoadError,
+            OSError) as e:
+        raise SystemExit(f"Error: {e}") from None
+    print(f"Wrote the SavedModel of {info['checkpoint']} ({info['preset']}, "
+          f"{info['image_size']} px, {info['vocab_size']} words) to {cfg.out}; signatures: "
+          f"{', '.join(info['signatures'])}")
+
+
+def run():
+    define_flags()
+    app.run(main)
+
+
+if __name__ == "__main__":
+    run()

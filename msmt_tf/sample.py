@@ -1,0 +1,73 @@
+"""Images from your own captions with the EMA generator of a trained run.
+
+Usage:
+  python -m msmt_tf.sample --run_dir=runs/shapes_msmt --text="a red circle" \\
+      --text="a small blue square" [--num_per_caption=4] [--seed=0] [--out=samples/]
+  python -m msmt_tf.sample --checkpoint=runs/x/checkpoints/ckpt-5000 --captions_file=caps.txt \\
+      --stages --maps --unknown=error
+
+Writes ``caption{i:03d}_sample{j:02d}.png`` (final stage), ``contact_sheet.png`` (a row per
+caption, the caption printed under it) and ``samples.json`` into ``--out`` (default
+``<run_dir>/samples``); ``--stages`` adds ``..._stage{k}.png``, ``--maps`` adds
+``..._maps.png``. Unknown words are listed per caption on stderr; see ``msmt_tf.sampling``.
+Only the flags of ``SampleConfig`` exist here (the run's config.json gives the model).
+"""
+
+import sys
+
+from absl import app, flags
+
+from msmt_tf import configlib
+from msmt_tf.cli import flagutil
+from msmt_tf.inference_config import SampleConfig
+
+FLAGS = flags.FLAGS
+
+
+def define_flags(flag_values=FLAGS):
+    if "text" not in flag_values:
+        # Repeatable: flagutil would make a comma-separated list, and captions contain commas.
+        flags.DEFINE_multi_string(
+            "text", [], SampleConfig.__dataclass_fields__["text"].metadata["help"],
+            flag_values=flag_values)
+    flagutil.define_flags(SampleConfig, flag_values)
+
+
+def main(argv, flag_values=FLAGS):
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments {argv[1:]}; give captions with --text.")
+    from msmt_tf import sampling
+    from msmt_tf.models.damsm import DAMSMLoadError
+    from msmt_tf.training.restore import RestoreError
+
+    try:
+        cfg = flagutil.from_flags(SampleConfig, flag_values)
+        out_dir, samples, _ = sampling.sample_run(cfg)
+    except (configlib.ConfigError, sampling.SamplingError, RestoreError, DAMSMLoadError) as e:
+        raise SystemExit(f"Error: {e}") from None
+    except OSError as e:  # e.g. a DAMSM directory or --out that cannot be read or written
+        raise SystemExit(f"Error: {e}") from None
+    enc = samples.encoded
+    for i, caption in enumerate(enc.captions):
+        notes = []
+        if enc.unknown[i]:
+            notes.append(f"unknown words dropped: {', '.join(enc.unknown[i])}")
+        if enc.truncated[i]:
+            notes.append(f"words after the first {enc.ids.shape[1]} dropped: "
+                         f"{', '.join(enc.truncated[i])}")
+        if notes:
+            print(f"caption {i} {caption!r}: {'; '.join(notes)}", file=sys.stderr)
+    if cfg.maps and not samples.attention:
+        print("--maps: the generator has a single stage, so there are no refinement maps.",
+              file=sys.stderr)
+    print(f"Wrote {len(enc.captions) * samples.num_per_caption} images and "
+          f"{sampling.SHEET_FILE} to {out_dir}")
+
+
+def run():
+    define_flags()
+    app.run(main)
+
+
+if __name__ == "__main__":
+    run()
