@@ -35,7 +35,7 @@ class TrainConfig(configlib.ConfigBase):
     )
     # --- loop length ------------------------------------------------------------------------
     max_steps: int = option(
-        250, "Stop after this many optimiser steps in total (0: use --epochs).", lower=0
+        500, "Stop after this many optimiser steps in total (0: use --epochs).", lower=0
     )
     epochs: int = option(600, "Number of passes over the training split (if --max_steps=0).", lower=1)
     batch_size: int = option(
@@ -86,7 +86,8 @@ class TrainConfig(configlib.ConfigBase):
     lambda2: float = option(0.5, "Weight of the redundancy term (eqs 20-21).", lower=0.0)
     lambda3: float = option(5.0, "Weight of the DAMSM loss (eq 19; COCO uses 50).", lower=0.0)
     damsm_stages: str = option(
-        "all", "DAMSM loss on every stage (all, as eq 19) or only the last stage (last, as the references).",
+        "last", "DAMSM loss on every stage (all, as eq 19; the MSMT presets) or only the last stage "
+        "(last, as the references and the CPU quickstart).",
         choices=("all", "last"),
     )
     gamma1: float = option(4.0, "DAMSM attention sharpness gamma1.", lower=0.0)

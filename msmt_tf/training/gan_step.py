@@ -50,29 +50,25 @@ class GANStep:
         words, sentence = self.text_encoder(captions, training=False)
         return tf.stop_gradient(words), tf.stop_gradient(sentence), tf.not_equal(captions, 0)
 
-    def draw_noise(self, captions):
-        """z ``[B_r, z_dim]`` and the CA epsilon ``[B_r, condition_dim]`` of this replica.
+    def draw_noise(self, global_batch_size):
+        """``(z [N, z_dim], CA epsilon [N, condition_dim])`` for the *global* batch of N rows.
 
-        Both are this replica's rows of one draw for the *global* batch from ``noise_rng``,
-        made in the cross-replica context (``merge_call``): the values depend on the seed and
-        the global batch only, not on how it is split over replicas or workers. Drawn in each
-        replica instead, the noise generator would give every replica its own stream (it folds
-        in the replica id), and the CA layer's own ``keras.random.SeedGenerator`` (a mirrored
-        state) would give every replica the *same* epsilon.
+        Call it where no replica runs (``GANTrainer``'s step draws it before ``strategy.run``
+        and passes it to every replica; each replica takes its own rows, see ``__call__``): the
+        values then depend on the seed and the global batch only, not on how it is split over
+        replicas or workers. Drawn in each replica instead, the noise generator would give
+        every replica its own stream (it folds in the replica id), and the CA layer's own
+        ``keras.random.SeedGenerator`` (a mirrored state) would give every replica the *same*
+        epsilon.
         """
+        return (self.noise_rng.normal([global_batch_size, self.z_dim]),
+                self.noise_rng.normal([global_batch_size, self.generator.ca.condition_dim]))
+
+    def _replica_rows(self, noise, local):
+        """This replica's ``local`` rows of each global-batch tensor in ``noise``."""
         ctx = tf.distribute.get_replica_context()
-        local = captions.shape[0] if captions.shape[0] is not None else tf.shape(captions)[0]
-        total = local * ctx.num_replicas_in_sync
-        ca_dim = self.generator.ca.condition_dim
-
-        def draw(_strategy):
-            return (self.noise_rng.normal([total, self.z_dim]),
-                    self.noise_rng.normal([total, ca_dim]))
-
-        noise, eps = ctx.merge_call(draw)
         start = ctx.replica_id_in_sync_group * local
-        return (tf.slice(noise, [start, 0], [local, self.z_dim]),
-                tf.slice(eps, [start, 0], [local, ca_dim]))
+        return [tf.slice(x, [start, 0], [local, x.shape[1]]) for x in noise]
 
     def damsm_loss(self, image, words, sentence, mask, class_ids):
         """`L_DAMSM` of one image batch: word + sentence losses, both directions."""
@@ -139,12 +135,19 @@ class GANStep:
         logs["g_loss"] = total
         return total, logs
 
-    def __call__(self, batch):
-        """The per-replica step; returns a dict of scalars (already global-batch scaled)."""
+    def __call__(self, batch, noise=None):
+        """The per-replica step; returns a dict of scalars (already global-batch scaled).
+
+        ``noise``: ``draw_noise(global batch)``, drawn outside the replicas; None draws it here
+        (only right without a multi-replica strategy, e.g. calling the step directly).
+        """
         captions = batch["captions"]
         words, sentence, mask = self.encode_text(captions)
         _, wrong_sentence, _ = self.encode_text(batch["wrong_captions"])
-        noise, ca_eps = self.draw_noise(captions)
+        local = captions.shape[0] if captions.shape[0] is not None else tf.shape(captions)[0]
+        if noise is None:
+            noise = self.draw_noise(local * tf.distribute.get_replica_context().num_replicas_in_sync)
+        noise, ca_eps = self._replica_rows(noise, local)
         inputs = {"noise": noise, "sentence": sentence, "words": words, "mask": mask,
                   "ca_eps": ca_eps}
         with tf.GradientTape() as tape:

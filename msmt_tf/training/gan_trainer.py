@@ -125,7 +125,10 @@ class GANTrainer:
 
     # ------------------------------------------------------------------ steps
     def _distributed_step(self, batch):
-        logs = self.strategy.run(self.step_fn, args=(batch,))
+        # z and the CA epsilon of the global batch, drawn once here (cross-replica context) and
+        # split across replicas by the step: the same numbers whatever the replica count.
+        noise = self.step_fn.draw_noise(self.cfg.batch_size)
+        logs = self.strategy.run(self.step_fn, args=(batch, noise))
         out = {}
         sum_ = tf.distribute.ReduceOp.SUM
         for k, v in logs.items():

@@ -58,6 +58,16 @@ HARMLESS_KEYS = frozenset(
 )
 
 
+def _evaluation_keys():
+    # How a run is *scored* never changes what it learns: every evaluation field is harmless.
+    from msmt_tf.evaluation.config import EvalConfig
+
+    return frozenset(f.name for f in dataclasses.fields(EvalConfig))
+
+
+HARMLESS_KEYS = HARMLESS_KEYS | _evaluation_keys()
+
+
 class RunDirError(ValueError):
     """The run directory cannot be created or resumed; the message says what to do."""
 

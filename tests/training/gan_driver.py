@@ -98,8 +98,8 @@ def arrays_of(trainer):
 
 
 def run(strategy, run_dir, args, is_chief=True, task_id=0):
+    """Builds the trainer as ``runner.train`` does and runs (or resumes) its loop."""
     import keras
-    import tensorflow as tf
 
     from msmt_tf.training import run_dir as run_dir_lib
     from msmt_tf.training.gan_trainer import GANTrainer
@@ -177,7 +177,12 @@ def main(argv=None):
                    help="send SIGTERM to this process after this many steps of the run")
     p.add_argument("--signal_task", type=int, default=-1,
                    help="only on this TF_CONFIG task index (default: every process)")
+    p.add_argument("--verbose", action="store_true", help="INFO logs with times on stderr")
     args = p.parse_args(argv)
+    if args.verbose:
+        import logging
+
+        logging.basicConfig(level=logging.INFO, format="%(relativeCreated)8.0f ms %(name)s: %(message)s")
 
     import tensorflow as tf
 

@@ -5,6 +5,9 @@ blocks on a Dense network; these drive ``gan_driver.py``, which wires the tiny f
 (``gan_fixtures.py``) exactly as ``msmt_tf.training.runner.train`` does. ``--lambda3 0`` leaves
 the DAMSM image encoder (an Inception trunk) out of the step: it is the slowest part to trace and
 none of these properties depends on it (the text encoder still runs).
+
+The subprocesses of all selected tests are started together by the ``jobs`` fixture (each test
+then waits for its own), so their wall times overlap: about 1 min per GAN process of CPU.
 """
 
 import json
@@ -183,9 +186,10 @@ def test_mirrored_two_cpus_gives_the_default_update(jobs):
     use the local batch's negatives (``msmt_tf.losses``), are off anyway (``lambda3=0``). What is
     left is exactly what distribution must get right: per-example losses scaled by the global
     batch, gradients all-reduced across replicas, one Adam update, one EMA update (merge_call),
-    BN moving statistics on mirrored variables, the all-replica finite flag, and noise drawn
-    for the global batch (``GANStep.draw_noise``: drawn per replica, both replicas would get
-    the same CA epsilon and different z than one device, and this test fails).
+    BN moving statistics on mirrored variables, the all-replica finite flag, and z / CA epsilon
+    drawn once for the global batch and split (``GANStep.draw_noise``; drawn in each replica,
+    the replicas would get other z than one device and all the *same* CA epsilon, and this
+    test fails).
     """
     job = jobs["test_mirrored_two_cpus_gives_the_default_update"]
     returncode, stdout, stderr = job.result()

@@ -97,3 +97,17 @@ def test_foreign_directory_and_file_are_errors(tmp_path):
     # Non-chief workers never write.
     r = rd.prepare_run_dir(str(tmp_path / "w1"), {"train": TrainConfig()}, is_chief=False)
     assert not r.resumed and not os.path.exists(tmp_path / "w1")
+
+
+def test_evaluation_settings_never_block_a_resume(tmp_path):
+    from msmt_tf.evaluation.config import EvalConfig
+
+    path = str(tmp_path / "run")
+    rd.prepare_run_dir(path, {"train": TrainConfig(), "data": DATA, "eval": EvalConfig()})
+    r = rd.prepare_run_dir(path, {"train": TrainConfig(), "data": DATA,
+                                  "eval": EvalConfig(attr_train_images=123, r_folds=3)})
+    assert r.changes == {"eval.attr_train_images": [EvalConfig().attr_train_images, 123],
+                         "eval.r_folds": [10, 3]}
+    with pytest.raises(rd.RunDirError, match="lambda3"):
+        rd.prepare_run_dir(path, {"train": TrainConfig(lambda3=1.0), "data": DATA,
+                                  "eval": EvalConfig()})
