@@ -33,6 +33,7 @@ import numpy as np
 import tensorflow as tf
 
 from msmt_tf.data import vocabulary as vocab_lib
+from msmt_tf.training.logger import wrap_text
 
 SHEET_FILE = "contact_sheet.png"
 RECORD_FILE = "samples.json"
@@ -248,28 +249,6 @@ def _font():
     return ImageFont.load_default()
 
 
-def _wrap(text, font, width, draw):
-    """Greedy word wrap to ``width`` pixels (over-long words are cut)."""
-    lines, line = [], ""
-    for word in text.split():
-        trial = f"{line} {word}" if line else word
-        if draw.textlength(trial, font=font) <= width:
-            line = trial
-            continue
-        if line:
-            lines.append(line)
-        while len(word) > 1 and draw.textlength(word, font=font) > width:
-            cut = len(word) - 1
-            while cut > 1 and draw.textlength(word[:cut], font=font) > width:
-                cut -= 1
-            lines.append(word[:cut])
-            word = word[cut:]
-        line = word
-    if line:
-        lines.append(line)
-    return lines
-
-
 def _caption_text(samples, i):
     enc = samples.encoded
     text = f"{i}: {enc.captions[i]}"
@@ -293,7 +272,7 @@ def contact_sheet(samples, pad=2):
     scratch = ImageDraw.Draw(Image.new("RGB", (1, 1)))
     asc, desc = font.getmetrics()
     line_h = asc + desc + 1
-    texts = [_wrap(_caption_text(samples, i), font, width - 2 * pad, scratch) for i in range(n)]
+    texts = [wrap_text(_caption_text(samples, i), font, width - 2 * pad, scratch) for i in range(n)]
     heights = [size + pad + len(t) * line_h + pad for t in texts]
     sheet = Image.new("RGB", (width, pad + sum(heights)), (255, 255, 255))
     draw = ImageDraw.Draw(sheet)

@@ -69,7 +69,7 @@ def _to_uint8(images):
     return x
 
 
-def _wrap(text, font, width, draw):
+def wrap_text(text, font, width, draw):
     """Greedy word wrap to ``width`` pixels; over-long words are cut by characters."""
     lines, line = [], ""
     for word in str(text).split():
@@ -115,7 +115,7 @@ def caption_grid(images, captions: Optional[Sequence[str]] = None, ncols: Option
     wrapped = []
     if captions is not None:
         for c in captions:
-            lines = _wrap(c, font, w, scratch)
+            lines = wrap_text(c, font, w, scratch)
             if len(lines) > max_lines:
                 lines = lines[:max_lines]
                 lines[-1] = lines[-1][: max(0, len(lines[-1]) - 3)] + "..."
