@@ -61,6 +61,7 @@ def _fixture_diff(extractor):
 def worker(variant):
     import numpy as np
 
+    from msmt_tf.cli import onednn
     from msmt_tf.evaluation import fid, inception_weights
     from msmt_tf.models import inception
 
@@ -87,7 +88,7 @@ def worker(variant):
         "cpu": float(np.median(cpu)),
         "warm": warm,
         "diff": _fixture_diff(extractor),
-        "onednn": fid.onednn_enabled(),
+        "onednn": onednn.onednn_enabled(),
     }))
 
 

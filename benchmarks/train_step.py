@@ -15,10 +15,12 @@ import sys
 import time
 
 import numpy as np
-import tensorflow as tf
 from absl import app, flags
 
-from msmt_tf.cli import common
+from msmt_tf.cli import common, onednn
+
+onednn.enable_onednn()  # as the entry points; TF_ENABLE_ONEDNN_OPTS=0 compares without
+import tensorflow as tf  # noqa: E402
 
 common.define_all_flags()
 flags.DEFINE_integer("warmup", 2, "Untimed steps (tracing).")
@@ -89,7 +91,8 @@ def main(argv):
     median = statistics.median(times)
     share = min(1.0, stages * statistics.median(enc) / median)
     print(f"preset: {mcfg.preset_name} sizes {mcfg.image_sizes} batch {cfg.batch_size} "
-          f"precision {cfg.precision} jit {cfg.jit_compile}", file=sys.stderr)
+          f"precision {cfg.precision} jit {cfg.jit_compile} onednn {onednn.onednn_enabled()}",
+          file=sys.stderr)
     print(f"step_seconds_median {median:.3f}")
     print(f"damsm_image_encoder_share {share:.2f}")
     print(f"peak_rss_gb {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6:.2f}")

@@ -19,7 +19,7 @@ import sys
 from absl import app, flags, logging
 
 from msmt_tf import configlib
-from msmt_tf.cli import common, flagutil
+from msmt_tf.cli import common, flagutil, onednn
 from msmt_tf.evaluation.config import EvalConfig
 
 FLAGS = flags.FLAGS
@@ -86,10 +86,7 @@ def _summary(result):
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments {argv[1:]}; use flags (--run_dir, --checkpoint).")
-    # First, before anything imports TensorFlow: its oneDNN CPU kernels (~30% faster Inception).
-    from msmt_tf.evaluation import fid as fid_lib
-
-    fid_lib.enable_onednn()
+    onednn.enable_onednn()  # first, before anything imports TensorFlow
     from msmt_tf.data.errors import DataError
     from msmt_tf.evaluation.attribute_classifier import AttributeClassifierError
     from msmt_tf.evaluation.evaluator import EvaluationError

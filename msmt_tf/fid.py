@@ -33,7 +33,7 @@ from typing import Optional
 from absl import app, logging
 
 from msmt_tf import configlib
-from msmt_tf.cli import flagutil
+from msmt_tf.cli import flagutil, onednn
 
 CAPTION_SPLITS = ("test", "train")
 RUN_CONFIG_FILE = "config.json"  # training.run_dir.CONFIG_FILE
@@ -298,10 +298,7 @@ def main(argv):
             "Give two paths (image folders, TTUR .npz files, run directories or checkpoint "
             "prefixes) to compute FID, or one path with --save_stats=OUT.npz."
         )
-    # Before TensorFlow is imported (it is imported lazily below): oneDNN CPU kernels.
-    from msmt_tf.evaluation import fid as fid_lib
-
-    fid_lib.enable_onednn()
+    onednn.enable_onednn()  # before TensorFlow is imported (lazily, below)
     try:
         compute(paths, config)
     except _errors() as e:

@@ -18,7 +18,7 @@ import sys
 from absl import app, flags
 
 from msmt_tf import configlib
-from msmt_tf.cli import flagutil
+from msmt_tf.cli import flagutil, onednn
 from msmt_tf.inference_config import SampleConfig
 
 FLAGS = flags.FLAGS
@@ -36,6 +36,7 @@ def define_flags(flag_values=FLAGS):
 def main(argv, flag_values=FLAGS):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments {argv[1:]}; give captions with --text.")
+    onednn.enable_onednn()  # before TensorFlow is imported
     from msmt_tf import sampling
     from msmt_tf.models.damsm import DAMSMLoadError
     from msmt_tf.training.restore import RestoreError

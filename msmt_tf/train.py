@@ -11,13 +11,14 @@ import logging
 
 from absl import app
 
-from msmt_tf.cli import common
+from msmt_tf.cli import common, onednn
 
 common.define_all_flags()
 
 
 def main(argv):
     del argv
+    onednn.enable_onednn()  # before TensorFlow is imported: 1.7x faster CPU steps
     logging.getLogger().setLevel(logging.INFO)
     from msmt_tf.training import runner
 

@@ -54,6 +54,10 @@ class DataConfig(configlib.ConfigBase):
     shapes_textured: float = configlib.option(
         0.0, "Fraction of shapes images on a textured background (0 is the quickstart, 0.4 the "
         "full set of flags/shapes.flags).", lower=0.0, upper=1.0)
+    shapes_layout: str = configlib.option(
+        "centre", "Placement of the shapes objects: centre (the one object in the centre cell: "
+        "the quickstart) or grid (distinct random cells of a 3 x 3 grid: flags/shapes.flags).",
+        choices=("centre", "grid"))
     folder_classes: str = configlib.option(
         "auto", "Class ids of a custom folder: from top-level sub-folders, none (every image its "
         "own class), or auto (sub-folders when there are at least two and no top-level images).",
@@ -72,6 +76,11 @@ class DataConfig(configlib.ConfigBase):
 
     def validate(self):
         super().validate()
+        if self.dataset == "shapes" and self.shapes_layout == "centre" and self.shapes_max_objects > 1:
+            raise configlib.ConfigError(
+                f"--shapes_layout=centre holds one object, but --shapes_max_objects="
+                f"{self.shapes_max_objects}: use --shapes_layout=grid (flags/shapes.flags) or "
+                "--shapes_max_objects=1.")
         if self.num_parallel_calls == 0:
             raise configlib.ConfigError(
                 "--num_parallel_calls=0: use -1 (autotune) or a positive number.")

@@ -3,9 +3,9 @@
 Each image has 1 to ``max_objects`` (at most 3) objects (``SHAPES`` x ``COLOURS`` x ``SIZES``)
 placed in distinct cells of a 3 x 3 grid (with a small jitter; large objects may overlap their
 neighbours and the border) on a plain or, with probability ``textured``, a textured background
-(``BACKGROUNDS``). ``max_objects=3, textured=0.4`` is the full set (``flags/shapes.flags``);
-the quickstart default ``1, 0.0`` (one object on a plain background) is learnable in minutes
-on a CPU. Object 0 is the main object: drawn on top,
+(``BACKGROUNDS``). ``max_objects=3, textured=0.4, layout="grid"`` is the full set
+(``flags/shapes.flags``); the quickstart default ``1, 0.0, "centre"`` (one object in the
+centre cell, on a plain background) is learnable in minutes on a CPU. Object 0 is the main object: drawn on top,
 named by most captions, and it defines the class id ``shape_index * len(COLOURS) +
 colour_index``. Ten captions per image come from templates that name the attributes in
 different orders, give grid positions and spatial relations, e.g. "a small red circle above
@@ -42,6 +42,8 @@ SIZES = ("small", "medium", "large")
 PLAIN_BACKGROUNDS = ("grey", "white", "black", "beige")
 TEXTURED_BACKGROUNDS = ("striped", "checkered", "dotted")
 BACKGROUNDS = PLAIN_BACKGROUNDS + TEXTURED_BACKGROUNDS
+# Object placement: distinct random cells of the 3 x 3 grid, or (one object only) the centre cell.
+LAYOUTS = ("grid", "centre")
 # Grid cell (row, col) -> position words; row 0 is the top, col 0 the left.
 POSITIONS = {
     (0, 0): "top left", (0, 1): "top", (0, 2): "top right",
@@ -121,10 +123,12 @@ def _background(rng, name, n):
 _COUNT_PROBS = {1: [1.0], 2: [0.5, 0.5], 3: [0.35, 0.35, 0.3]}
 
 
-def _sample_objects(rng, size, max_objects=3):
+def _sample_objects(rng, size, max_objects=3, layout="grid"):
     p = _COUNT_PROBS[max_objects]
     count = int(rng.choice(np.arange(1, max_objects + 1), p=p))
     cells = rng.choice(9, size=count, replace=False)
+    if layout == "centre":  # after the draw, so the "grid" stream of draws is unchanged
+        cells = [4]
     cell = size / 3.0
     objects = []
     for c in cells:
@@ -231,14 +235,15 @@ def _caption(rng, objects, background):
     return f"{_np(rng, a)}{sep}{rel} {_np(rng, b)}"
 
 
-def make_example(seed, split, index, size, captions_per_image=10, max_objects=3, textured=0.4):
+def make_example(seed, split, index, size, captions_per_image=10, max_objects=3, textured=0.4,
+                 layout="grid"):
     """Draws image ``index`` of ``split``; returns (uint8 image, captions, attribute record)."""
     rng = np.random.default_rng([seed, _SPLIT_IDS[split], index])
     if rng.random() >= textured:
         background = PLAIN_BACKGROUNDS[int(rng.integers(len(PLAIN_BACKGROUNDS)))]
     else:
         background = TEXTURED_BACKGROUNDS[int(rng.integers(len(TEXTURED_BACKGROUNDS)))]
-    objects = _sample_objects(rng, size, max_objects)
+    objects = _sample_objects(rng, size, max_objects, layout)
     image = render(rng, size, background, objects)
     captions = [_caption(rng, objects, background) for _ in range(captions_per_image)]
     key = f"{split}_{index:06d}"
@@ -248,10 +253,11 @@ def make_example(seed, split, index, size, captions_per_image=10, max_objects=3,
 
 
 def _write_chunk(args):
-    out_dir, seed, split, start, stop, size, cpi, max_objects, textured = args
+    out_dir, seed, split, start, stop, size, cpi, max_objects, textured, layout = args
     records = []
     for i in range(start, stop):
-        image, captions, record = make_example(seed, split, i, size, cpi, max_objects, textured)
+        image, captions, record = make_example(seed, split, i, size, cpi, max_objects, textured,
+                                               layout)
         buf = io.BytesIO()
         Image.fromarray(image).save(buf, format="PNG", compress_level=1)
         with open(os.path.join(out_dir, "images", record["key"] + ".png"), "wb") as f:
@@ -262,14 +268,14 @@ def _write_chunk(args):
     return records
 
 
-def _params(seed, num_train, num_test, size, captions_per_image, max_objects, textured):
+def _params(seed, num_train, num_test, size, captions_per_image, max_objects, textured, layout):
     return {"format_version": FORMAT_VERSION, "seed": seed, "num_train": num_train,
             "num_test": num_test, "size": size, "captions_per_image": captions_per_image,
-            "max_objects": max_objects, "textured": textured}
+            "max_objects": max_objects, "textured": textured, "layout": layout}
 
 
 def generate(out_dir, seed, num_train, num_test, size, captions_per_image=10, processes=None,
-             chunk_size=250, max_objects=3, textured=0.4):
+             chunk_size=250, max_objects=3, textured=0.4, layout="grid"):
     """Writes the shapes dataset into ``out_dir`` (created); returns the meta dict.
 
     ``processes``: worker processes (default: the number of CPUs, at most 8; 1 = in-process);
@@ -281,6 +287,11 @@ def generate(out_dir, seed, num_train, num_test, size, captions_per_image=10, pr
         raise DataError(f"--shapes_max_objects={max_objects}: must be 1, 2 or 3.")
     if not 0.0 <= textured <= 1.0:
         raise DataError(f"--shapes_textured={textured}: must be a probability in [0, 1].")
+    if layout not in LAYOUTS:
+        raise DataError(f"--shapes_layout={layout!r}: must be one of {', '.join(LAYOUTS)}.")
+    if layout == "centre" and max_objects != 1:
+        raise DataError(f"--shapes_layout=centre holds one object, but --shapes_max_objects="
+                        f"{max_objects}: use --shapes_layout=grid or --shapes_max_objects=1.")
     for sub in ("images", "text", "attributes", "train", "test"):
         os.makedirs(os.path.join(out_dir, sub), exist_ok=True)
     if processes is None:  # small sets are faster without starting processes
@@ -289,7 +300,7 @@ def generate(out_dir, seed, num_train, num_test, size, captions_per_image=10, pr
     tasks = {}
     for split, n in (("train", num_train), ("test", num_test)):
         tasks[split] = [(out_dir, seed, split, s, min(n, s + chunk), size, captions_per_image,
-                         max_objects, textured) for s in range(0, n, chunk)]
+                         max_objects, textured, layout) for s in range(0, n, chunk)]
     records = {"train": [], "test": []}
     if processes == 1:
         for split in records:
@@ -310,27 +321,29 @@ def generate(out_dir, seed, num_train, num_test, size, captions_per_image=10, pr
             for r in recs:
                 f.write(json.dumps(r, sort_keys=True) + "\n")
     fmt.build_captions_pickle(out_dir, captions_per_image)
-    meta = _params(seed, num_train, num_test, size, captions_per_image, max_objects, textured)
+    meta = _params(seed, num_train, num_test, size, captions_per_image, max_objects, textured,
+                   layout)
     with open(os.path.join(out_dir, "meta.json"), "w") as f:
         json.dump(meta, f, indent=1, sort_keys=True)
     return meta
 
 
 def ensure_generated(data_dir, seed, num_train, num_test, size, captions_per_image=10,
-                     processes=None, max_objects=3, textured=0.4):
+                     processes=None, max_objects=3, textured=0.4, layout="grid"):
     """Generates the dataset on first use; checks the parameters of an existing one."""
     meta_file = os.path.join(data_dir, "meta.json")
-    want = _params(seed, num_train, num_test, size, captions_per_image, max_objects, textured)
+    want = _params(seed, num_train, num_test, size, captions_per_image, max_objects, textured,
+                   layout)
     if os.path.isfile(meta_file):
         with open(meta_file) as f:
-            have = json.load(f)
+            have = {"layout": "grid", **json.load(f)}  # written before the layout option
         if have != want:
             diff = ", ".join(f"{k}: {have.get(k)} (requested {want[k]})"
                              for k in want if have.get(k) != want[k])
             raise DataError(
                 f"{meta_file}: the shapes data there was generated with other parameters ({diff}); "
                 "pass matching --shapes_seed/--shapes_num_train/--shapes_num_test/--shapes_size/"
-                "--shapes_max_objects/--shapes_textured/--captions_per_image, another --data_dir, "
+                "--shapes_max_objects/--shapes_textured/--shapes_layout/--captions_per_image, another --data_dir, "
                 "or delete the directory.")
         return have
     if os.path.isdir(data_dir) and os.listdir(data_dir):
@@ -340,10 +353,10 @@ def ensure_generated(data_dir, seed, num_train, num_test, size, captions_per_ima
     tmp = f"{data_dir.rstrip(os.sep)}.tmp-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     logger.info("Generating the shapes dataset in %s (%d train + %d test, %d px, seed %d, "
-                "1-%d objects, %.0f%% textured backgrounds).", data_dir, num_train, num_test, size,
-                seed, max_objects, 100 * textured)
+                "1-%d objects, %s layout, %.0f%% textured backgrounds).", data_dir, num_train,
+                num_test, size, seed, max_objects, layout, 100 * textured)
     meta = generate(tmp, seed, num_train, num_test, size, captions_per_image, processes,
-                    max_objects=max_objects, textured=textured)
+                    max_objects=max_objects, textured=textured, layout=layout)
     if os.path.isdir(data_dir):
         os.rmdir(data_dir)
     os.makedirs(os.path.dirname(os.path.abspath(data_dir)), exist_ok=True)

@@ -167,31 +167,6 @@ def iter_image_folder(folder, batch_size=50, paths=None):
             )
 
 
-def enable_onednn():
-    """Turns on TensorFlow's oneDNN CPU kernels for this process unless the user chose.
-
-    Sets ``TF_ENABLE_ONEDNN_OPTS=1`` if the variable is unset; TensorFlow reads it once, at
-    import, so this only works before the first ``import tensorflow`` (the FID and
-    evaluation entry points call it first thing). TensorFlow enables oneDNN by default only
-    on CPUs with AVX-512 VNNI/BF16 or AMX; on this AVX2 machine it makes the FID Inception
-    about 30% faster (``benchmarks/inception_throughput.py``), with pool_3 features within
-    1e-5 of the default kernels. Returns True if oneDNN will be (or is) in use.
-    """
-    if "tensorflow" not in sys.modules:
-        os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
-    return onednn_enabled()
-
-
-def onednn_enabled():
-    """Whether TensorFlow runs its oneDNN CPU kernels (imports TensorFlow)."""
-    try:
-        from tensorflow.python.util import _pywrap_util_port
-
-        return bool(_pywrap_util_port.IsMklEnabled())
-    except (ImportError, AttributeError):  # pragma: no cover - private API moved
-        return os.environ.get("TF_ENABLE_ONEDNN_OPTS") == "1"
-
-
 class FeatureExtractor:
     """Callable ``[B, H, W, 3]`` 0..255 -> ``[B, 2048]`` float32 pool_3 features.
 
@@ -199,7 +174,7 @@ class FeatureExtractor:
     with the TorchScript fixture (``benchmarks/inception_throughput.py``): BN folded into
     the convs, sibling 1x1 convs merged, no XLA (XLA's CPU convolutions do not use oneDNN
     and were slower), plus oneDNN kernels when the entry point enabled them
-    (``enable_onednn``).
+    (``msmt_tf.cli.onednn``).
 
     Args:
       weights, cache_dir, download: see ``inception_weights.load_fid_weights``.

@@ -10,6 +10,12 @@ step (``copy_buffers=True``, the default). Without it the copy would keep its in
 statistics (mean 0, variance 1) and its inference-mode output would be a flat image.
 Seed-generator states are never copied.
 
+``num_updates`` (optional, e.g. the generator optimizer's ``iterations``) ramps the decay up as
+``tf.train.ExponentialMovingAverage`` does: ``min(decay, (1 + n) / (10 + n))``, so a short run's
+copy follows the live network early instead of staying near its random initialisation (at
+decay 0.999 the plain average is still 61% initial weights after 500 steps). The references
+have no ramp (``--ema_ramp=false`` in ``flags/paper_common.flags``).
+
 The copy model is an ordinary Keras model (same class and config), so it is checkpointed,
 exported and evaluated like the live one.
 """
@@ -50,19 +56,23 @@ class ExponentialMovingAverage:
         decay: EMA decay in [0, 1]; 0.999 as the references.
         copy_buffers: also copy the live model's non-trainable weights (BN statistics) on
             every ``update``.
+        num_updates: optional scalar variable (or callable returning a tensor) counting the
+            updates so far; with it the decay ramps up as ``min(decay, (1 + n) / (10 + n))``.
 
     ``update(condition=None)`` works eagerly, inside ``tf.function``, and inside ``strategy.run``
     (in a replica context it merges into the cross-replica context, so mirrored copies stay
     equal); with ``condition`` False the step is skipped.
     """
 
-    def __init__(self, model, ema_model, decay: float = 0.999, copy_buffers: bool = True):
+    def __init__(self, model, ema_model, decay: float = 0.999, copy_buffers: bool = True,
+                 num_updates=None):
         if not 0.0 <= float(decay) <= 1.0:
             raise ValueError(f"EMA decay={decay!r} must be in [0, 1] (--ema_decay).")
         self.model = model
         self.ema_model = ema_model
         self.decay = float(decay)
         self.copy_buffers = bool(copy_buffers)
+        self.num_updates = num_updates
         self._trainable = self._pairs(model, ema_model, trainable=True)
         self._buffers = self._pairs(model, ema_model, trainable=False)
 
@@ -81,8 +91,18 @@ class ExponentialMovingAverage:
             )
         return list(zip(a, b))
 
-    def _mix(self, src, dst):
-        d = tf.constant(self.decay, dtype=dst.dtype)
+    def current_decay(self):
+        """The decay of the next update: ``decay``, or its ramp with ``num_updates``."""
+        decay = tf.constant(self.decay, tf.float32)
+        if self.num_updates is None:
+            return decay
+        n = self.num_updates() if callable(self.num_updates) else self.num_updates
+        n = tf.cast(tf.convert_to_tensor(n), tf.float32)
+        return tf.minimum(decay, (1.0 + n) / (10.0 + n))
+
+    @staticmethod
+    def _mix(src, dst, decay):
+        d = tf.cast(decay, dst.dtype)
         return d * tf.convert_to_tensor(dst) + (1.0 - d) * tf.cast(tf.convert_to_tensor(src), dst.dtype)
 
     def _in_replica_context(self):
@@ -111,8 +131,9 @@ class ExponentialMovingAverage:
 
     def _update_cross(self, condition=None):
         def apply():
+            decay = self.current_decay()
             for src, dst in self._trainable:
-                dst.assign(self._mix(src, dst))
+                dst.assign(self._mix(src, dst, decay))
             if self.copy_buffers:
                 for src, dst in self._buffers:
                     dst.assign(tf.cast(tf.convert_to_tensor(src), dst.dtype))

@@ -162,7 +162,7 @@ class GANStep:
         g_ok = precision.apply_gradients_if_finite(self.g_optimizer, grads, variables,
                                                    losses=[g_loss])
         if self.ema is not None:
-            self.ema.update()
+            self.ema.update(condition=g_ok)
         logs.update(g_logs)
         finite = tf.reduce_all(tf.stack([g_ok] + d_oks))
         logs["finite"] = tf.cast(finite, tf.float32)

@@ -103,8 +103,9 @@ class GANTrainer:
             self.d_optimizers = [make_optimizer(cfg.d_lr, cfg, d.trainable_variables)
                                  for d in self.discriminators]
             self.noise_rng = tf.random.Generator.from_seed(cfg.seed, alg="philox")
-        self.ema = ema_lib.ExponentialMovingAverage(self.generator, self.ema_generator,
-                                                    decay=cfg.ema_decay)
+        self.ema = ema_lib.ExponentialMovingAverage(
+            self.generator, self.ema_generator, decay=cfg.ema_decay,
+            num_updates=self.g_optimizer.iterations if cfg.ema_ramp else None)
         objects = {"generator": self.generator, "ema_generator": self.ema_generator,
                    "g_optimizer": self.g_optimizer}
         for k, (d, opt) in enumerate(zip(self.discriminators, self.d_optimizers)):

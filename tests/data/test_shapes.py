@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from msmt_tf.configlib import ConfigError
 from msmt_tf.data import shapes
 from msmt_tf.data.config import DataConfig
 from msmt_tf.data.dataset import load_split
@@ -147,7 +148,7 @@ def test_main_object_colour_is_drawn(generated):
 def test_layout_and_split(generated):
     _, a = generated
     cfg = DataConfig(data_dir=a, shapes_seed=3, shapes_num_train=40, shapes_num_test=10, shapes_size=48,
-                     shapes_max_objects=3, shapes_textured=0.4)
+                     shapes_max_objects=3, shapes_textured=0.4, shapes_layout="grid")
     train = load_split(cfg, "train")
     recs = shapes.load_records(a, "train")
     assert train.keys == [r["key"] for r in recs]
@@ -184,6 +185,13 @@ def test_object_count_and_background_options(tmp_path):
     assert counts == {1, 2, 3} and 0.2 < share < 0.6
     counts, share = records(2, 1.0)
     assert counts == {1, 2} and share == 1.0
+    # centre: the one object in cell (1, 1) whatever the draw; the grid layout varies the cell.
+    cells = {(o["row"], o["col"]) for i in range(30)
+             for o in shapes.make_example(4, "train", i, 32, 1, 1, 0.0, "centre")[2]["objects"]}
+    assert cells == {(1, 1)}
+    cells = {(o["row"], o["col"]) for i in range(30)
+             for o in shapes.make_example(4, "train", i, 32, 1, 1, 0.0, "grid")[2]["objects"]}
+    assert len(cells) > 4
     # The full-set defaults of the library reproduce the images drawn before these options.
     assert np.array_equal(shapes.make_example(4, "test", 7, 32)[0],
                           shapes.make_example(4, "test", 7, 32, 10, 3, 0.4)[0])
@@ -192,6 +200,10 @@ def test_object_count_and_background_options(tmp_path):
     assert (cfg.shapes_max_objects, cfg.shapes_textured) == (1, 0.0)
     load_split(cfg, "test")
     with pytest.raises(DataError, match=r"max_objects: 1 \(requested 3\).*--shapes_max_objects"):
-        load_split(cfg.replace(shapes_max_objects=3), "test")
+        load_split(cfg.replace(shapes_max_objects=3, shapes_layout="grid"), "test")
+    with pytest.raises(ConfigError, match="--shapes_layout=centre holds one object"):
+        cfg.replace(shapes_max_objects=2)
+    with pytest.raises(DataError, match="--shapes_layout=centre holds one object"):
+        shapes.generate(str(tmp_path / "u"), 0, 2, 2, 32, max_objects=2, layout="centre")
     with pytest.raises(DataError, match="--shapes_max_objects=4"):
         shapes.generate(str(tmp_path / "t"), 0, 2, 2, 32, max_objects=4)

@@ -163,8 +163,11 @@ ONEDNN_SCRIPT = """
 import json, os, sys
 import numpy as np
 from PIL import Image
+from msmt_tf.cli import onednn
+set_here = onednn.enable_onednn()
 from msmt_tf.evaluation import fid
-print(json.dumps({"env": os.environ.get("TF_ENABLE_ONEDNN_OPTS"), "on": fid.enable_onednn()}))
+print(json.dumps({"env": os.environ.get("TF_ENABLE_ONEDNN_OPTS"), "set": set_here,
+                  "on": onednn.onednn_enabled()}))
 images = np.stack([np.asarray(Image.open(os.path.join(sys.argv[1], f"img{i}_64.png")))
                    for i in range(2)])
 np.save(sys.argv[2], fid.FeatureExtractor()(images))
@@ -188,6 +191,6 @@ def test_onednn_is_enabled_by_the_entry_points_and_keeps_parity(tmp_path, fid_we
                           capture_output=True, text=True, check=False, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     status = json.loads([ln for ln in proc.stdout.splitlines() if ln.startswith("{")][-1])
-    assert status == {"env": None, "on": True}
+    assert status == {"env": "1", "set": True, "on": True}
     expected = np.load(os.path.join(FIXTURES, "pool3_features.npy"))[:2]
     np.testing.assert_allclose(np.load(out), expected, atol=1e-4, rtol=0)

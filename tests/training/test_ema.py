@@ -50,6 +50,29 @@ def test_update_matches_numpy_and_buffers(copy_buffers):
         np.testing.assert_array_equal(_np(a), _np(b))
 
 
+def test_decay_ramp_follows_the_tf_formula():
+    """With ``num_updates`` the decay is min(decay, (1 + n) / (10 + n)): 0.1, 2/11, 3/12, ...
+    then capped (decay 0.2 here, reached at n = 2 since 3/12 = 0.25 > 0.2)."""
+    model = _net()
+    copy = ema_lib.clone_model(model, np.zeros((1, 3), "float32"))
+    counter = tf.Variable(0, dtype=tf.int64)
+    ema = ema_lib.ExponentialMovingAverage(model, copy, decay=0.2, num_updates=counter)
+    update = tf.function(ema.update)
+    expected = [_np(v) for v in copy.trainable_weights]
+    rs = np.random.RandomState(1)
+    for n, want in enumerate([1 / 10, 2 / 11, 0.2, 0.2]):
+        assert float(ema.current_decay()) == pytest.approx(want, rel=1e-6)
+        for v in model.trainable_weights:
+            v.assign(rs.normal(size=v.shape).astype("float32"))
+        update()
+        counter.assign_add(1)
+        expected = [want * e + (1 - want) * _np(v) for e, v in zip(expected, model.trainable_weights)]
+    for e, v in zip(expected, copy.trainable_weights):
+        np.testing.assert_allclose(_np(v), e, rtol=1e-5, atol=1e-6)
+    assert float(ema_lib.ExponentialMovingAverage(model, copy, decay=0.2).current_decay()) == \
+        pytest.approx(0.2)
+
+
 def test_update_skipped_when_condition_is_false():
     model = _net()
     copy = ema_lib.clone_model(model, np.zeros((1, 3), "float32"))
