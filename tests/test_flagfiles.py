@@ -45,7 +45,7 @@ def test_msmt_cub_preset_is_the_papers(monkeypatch):
     assert (m.embedding_dim, m.gf_dim, m.n_m, m.stages, m.base_size) == (256, 48, 96, 3, 64)
     assert (t.lambda1, t.lambda2, t.lambda3, t.batch_size, t.g_lr, t.beta_1, t.beta_2) == (
         1.0, 0.5, 5.0, 20, 2e-4, 0.5, 0.999)
-    assert (t.max_steps, t.epochs, t.ema_decay) == (0, 1000, 0.999)
+    assert (t.max_steps, t.epochs, t.ema_decay, t.ema_ramp) == (0, 1000, 0.999, False)
     assert (c.data.dataset, c.data.captions_per_image, m.discriminator, m.df_dim) == (
         "cub", 10, "dmgan", 32)
     coco = _parse(os.path.join(ROOT, "flags", "msmt_coco.flags"), monkeypatch)

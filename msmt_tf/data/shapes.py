@@ -4,8 +4,8 @@ Each image has 1 to ``max_objects`` (at most 3) objects (``SHAPES`` x ``COLOURS`
 placed in distinct cells of a 3 x 3 grid (with a small jitter; large objects may overlap their
 neighbours and the border) on a plain or, with probability ``textured``, a textured background
 (``BACKGROUNDS``). ``max_objects=3, textured=0.4, layout="grid"`` is the full set
-(``flags/shapes.flags``); the quickstart default ``1, 0.0, "centre"`` (one object in the
-centre cell, on a plain background) is learnable in minutes on a CPU. Object 0 is the main object: drawn on top,
+(``flags/shapes.flags``); the quickstart default ``1, 0.0, "centre"`` (one object, 1.5 times
+larger, in the centre cell, on a plain background) is learnable in minutes on a CPU. Object 0 is the main object: drawn on top,
 named by most captions, and it defines the class id ``shape_index * len(COLOURS) +
 colour_index``. Ten captions per image come from templates that name the attributes in
 different orders, give grid positions and spatial relations, e.g. "a small red circle above
@@ -67,6 +67,9 @@ _RGB = {
 _BG_RGB = {"grey": (128, 128, 128), "white": (240, 240, 240), "black": (20, 20, 20),
            "beige": (225, 210, 175)}
 _RADIUS = {"small": 0.25, "medium": 0.36, "large": 0.52}  # half-extent, in grid cells
+# The centre layout's single object is drawn this much larger (a large one spans about half
+# the image), so that the quickstart's generator has more than a few pixels per object.
+_CENTRE_SCALE = 1.5
 _COUNT_WORDS = ("one", "two", "three")
 _SPLIT_IDS = {"train": 0, "test": 1}
 _SUPERSAMPLE = 2
@@ -130,6 +133,7 @@ def _sample_objects(rng, size, max_objects=3, layout="grid"):
     if layout == "centre":  # after the draw, so the "grid" stream of draws is unchanged
         cells = [4]
     cell = size / 3.0
+    scale = _CENTRE_SCALE if layout == "centre" else 1.0
     objects = []
     for c in cells:
         row, col = int(c) // 3, int(c) % 3
@@ -142,7 +146,7 @@ def _sample_objects(rng, size, max_objects=3, layout="grid"):
             "position": POSITIONS[(row, col)],
             "center": [round((col + 0.5) * cell + float(jx), 2),
                        round((row + 0.5) * cell + float(jy), 2)],
-            "radius": round(_RADIUS[size_name] * cell, 2),
+            "radius": round(_RADIUS[size_name] * scale * cell, 2),
         })
     return objects
 

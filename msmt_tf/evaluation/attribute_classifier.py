@@ -53,7 +53,9 @@ class CellAttributeNet(keras.Model):
     The image (RGB 0..255, any size) is resized to ``3 * cell_size`` pixels (bilinear with
     antialiasing), scaled to [-1, 1] and zero-padded by ``margin``; each grid cell is cut out with
     its margin (``k = cell_size + 2 * margin`` pixels, enough for a large object of radius 0.52
-    cells plus the jitter) and all 9 crops go through one shared CNN: three (3x3 conv, BN, ReLU,
+    cells plus the jitter; the centre layout's 1.5x larger objects, up to 0.78 cells, lose at
+    most their outermost pixel and spill into the neighbouring crops, which the classifier learns
+    from real images of that layout) and all 9 crops go through one shared CNN: three (3x3 conv, BN, ReLU,
     2x2 max-pool) blocks of ``width``, ``2 width``, ``4 width`` channels, a dense layer of
     ``hidden`` units and four linear heads. Sharing the CNN across cells gives every image 9
     training examples. The background logits of an image are the mean of its 9 crops' logits.

@@ -18,7 +18,7 @@ def shapes_cfg(tmp_path_factory):
     cfg = DataConfig(data_dir=root, shapes_num_train=24, shapes_num_test=8, shapes_size=32,
                      base_size=16, stages=2, words_num=6, shapes_seed=3)
     shapes.ensure_generated(root, 3, 24, 8, 32, processes=1, max_objects=cfg.shapes_max_objects,
-                            textured=cfg.shapes_textured)
+                            textured=cfg.shapes_textured, layout=cfg.shapes_layout)
     return cfg
 
 

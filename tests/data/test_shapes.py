@@ -189,6 +189,10 @@ def test_object_count_and_background_options(tmp_path):
     cells = {(o["row"], o["col"]) for i in range(30)
              for o in shapes.make_example(4, "train", i, 32, 1, 1, 0.0, "centre")[2]["objects"]}
     assert cells == {(1, 1)}
+    # ... and 1.5 times larger than on the grid (radius in cells of 32 / 3 px, rounded to 0.01 px).
+    radii = {round(o["radius"] / (32 / 3), 2) for i in range(30)
+             for o in shapes.make_example(4, "train", i, 32, 1, 1, 0.0, "centre")[2]["objects"]}
+    assert radii == {0.38, 0.54, 0.78}
     cells = {(o["row"], o["col"]) for i in range(30)
              for o in shapes.make_example(4, "train", i, 32, 1, 1, 0.0, "grid")[2]["objects"]}
     assert len(cells) > 4

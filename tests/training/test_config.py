@@ -12,8 +12,9 @@ from msmt_tf.training.config import TrainConfig
 
 def test_defaults_follow_the_references_and_the_paper():
     c = TrainConfig()
-    assert (c.batch_size, c.g_lr, c.d_lr, c.beta_1, c.beta_2, c.adam_epsilon) == (20, 2e-4, 2e-4, 0.5, 0.999, 1e-8)
-    assert c.ema_decay == 0.99  # quickstart window; the presets set the references' 0.999
+    assert (c.g_lr, c.d_lr, c.beta_1, c.beta_2, c.adam_epsilon) == (2e-4, 2e-4, 0.5, 0.999, 1e-8)
+    # The quickstart's loop; the presets set the references' batch, EMA 0.999 and no ramp.
+    assert (c.batch_size, c.max_steps, c.ema_decay, c.ema_ramp) == (10, 1500, 0.99, True)
     assert (c.lambda1, c.lambda2, c.lambda3, c.damsm_stages) == (1.0, 0.5, 5.0, "last")  # the MSMT presets set "all"
     assert (c.gamma1, c.gamma2, c.gamma3) == (4.0, 5.0, 10.0)
     assert (c.precision, c.strategy, c.resume, c.run_dir, c.jit_compile) == ("float32", "default", True, None, False)
@@ -37,7 +38,7 @@ def test_total_steps():
     assert TrainConfig(max_steps=7, epochs=3).total_steps(100) == 7
     assert TrainConfig(max_steps=0, epochs=3).total_steps(100) == 300
     with pytest.raises(configlib.ConfigError, match="--batch_size=20"):
-        TrainConfig(max_steps=0).total_steps(0)
+        TrainConfig(max_steps=0, batch_size=20).total_steps(0)
 
 
 def test_flags_round_trip():
