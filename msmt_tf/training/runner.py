@@ -77,7 +77,17 @@ def pretrain_damsm(configs, train_split=None, test_split=None, stream=sys.stderr
     return out_dir, best
 
 
-def _fixed_batch(configs, test_split):
+def fixed_batch(configs, test_split):
+    """The first 8 test examples whose captions and noise every image grid of a run shows.
+
+    The pipeline's caption choice is seeded (seed 0), but TensorFlow combines an op seed with
+    the global seed of the moment; setting it here (to the run's seed, as the trainer does
+    next anyway) keeps the choice the same in a fresh run, after the DAMSM pretraining of the
+    same process, and on resume.
+    """
+    import keras
+
+    keras.utils.set_random_seed(configs.train.seed)
     ds = data_lib.make_dataset(configs.data, test_split, 8, training=False, seed=0)
     for batch in ds.take(1):
         return {k: (v.numpy() if hasattr(v, "numpy") else v) for k, v in batch.items()
@@ -134,7 +144,7 @@ def train(configs, stream=sys.stderr, out=sys.stdout):
     evaluator = make_evaluator(configs, text, image, vocab, test_split,
                                reference_images=eval_images)
     trainer = GANTrainer(configs, run, strategy, text, image, vocab, train_ds, steps_per_epoch,
-                         fixed_batch=_fixed_batch(configs, test_split), evaluator=evaluator,
+                         fixed_batch=fixed_batch(configs, test_split), evaluator=evaluator,
                          eval_num_images=eval_images, is_chief=is_chief)
     baseline = None
     baseline_path = os.path.join(run.path, BASELINE_FILE)
