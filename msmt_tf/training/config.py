@@ -3,8 +3,9 @@
 Field name == absl flag name (see ``msmt_tf.cli.flagutil``). Optimiser and objective defaults
 follow the reference GAN schedule (AttnGAN/DM-GAN ``code/trainer.py``: Adam 2e-4, betas
 (0.5, 0.999), PyTorch eps 1e-8) and the CUB objective weights of the paper (lambda1 KL 1,
-lambda2 redundancy 0.5, lambda3 DAMSM 5; gamma 4/5/10); the loop-length, batch and EMA
-defaults are the CPU quickstart's (1,500 steps of batch 10, EMA 0.99 with a ramp), and
+lambda2 redundancy 0.5; gamma 4/5/10); the DAMSM weight lambda3 (5 for CUB, 50 for COCO in the
+presets), loop-length, batch and EMA defaults are the CPU quickstart's (no DAMSM term, 3,000
+steps of batch 10, EMA 0.99 with a ramp), and
 ``flags/paper_common.flags`` plus the presets set the references' values (batch 20 or the
 preset's, EMA 0.999 without a ramp, epochs). The run directory default is
 deterministic (``runs/<dataset>_<preset>``, resolved by ``msmt_tf.training.run_dir``) so that
@@ -38,7 +39,7 @@ class TrainConfig(configlib.ConfigBase):
     )
     # --- loop length ------------------------------------------------------------------------
     max_steps: int = option(
-        1500, "Stop after this many optimiser steps in total (0: use --epochs).", lower=0
+        3000, "Stop after this many optimiser steps in total (0: use --epochs).", lower=0
     )
     epochs: int = option(600, "Number of passes over the training split (if --max_steps=0).", lower=1)
     batch_size: int = option(
@@ -92,7 +93,11 @@ class TrainConfig(configlib.ConfigBase):
     # --- GAN objective (eq 19-21 and DAMSM, read by the GAN trainer) -------------------------
     lambda1: float = option(1.0, "Weight of the conditioning-augmentation KL term (eq 19).", lower=0.0)
     lambda2: float = option(0.5, "Weight of the redundancy term (eqs 20-21).", lower=0.0)
-    lambda3: float = option(5.0, "Weight of the DAMSM loss (eq 19; COCO uses 50).", lower=0.0)
+    lambda3: float = option(
+        0.0, "Weight of the DAMSM loss (eq 19): 5 for CUB, 50 for COCO (the presets). 0, the CPU "
+        "quickstart's, drops the term: its tiny generator, pushed by the DAMSM loss (even at 1, "
+        "or ramped in), learns Inception-fooling textures instead of images "
+        "(docs/training.md).", lower=0.0)
     damsm_stages: str = option(
         "last", "DAMSM loss on every stage (all, as eq 19; the MSMT presets) or only the last stage "
         "(last, as the references and the CPU quickstart).",
