@@ -39,4 +39,6 @@ def test_without_mask_equals_plain_statistics():
 
 def test_serialization():
     x = np.random.default_rng(2).normal(size=(3, 2, 2, 4)).astype("float32")
-    run_serialization_test(bn.BatchNorm(momentum=0.5, epsilon=1e-3), x)
+    out = run_serialization_test(bn.BatchNorm(momentum=0.5, epsilon=1e-3), x)
+    # inference mode with the initial moving statistics (0, 1), gamma 1, beta 0
+    np.testing.assert_allclose(out, x / np.sqrt(1.0 + 1e-3), rtol=1e-5, atol=1e-6)

@@ -67,4 +67,6 @@ def test_dmgan_block_rejects_batch_norm_and_bad_kind():
 )
 def test_serialization_round_trip(kwargs):
     x = np.random.default_rng(1).normal(size=(2, 8, 8, 3)).astype("float32")
-    run_serialization_test(DBlock(6, **kwargs), x)
+    out = run_serialization_test(DBlock(6, **kwargs), x)
+    size = 8 // kwargs.get("strides", 2)  # default k4 s2 p1 halves; k3 s1 p1 keeps the size
+    assert tuple(out.shape) == (2, size, size, 6)

@@ -33,4 +33,5 @@ def test_float32_image_under_mixed_precision():
 
 
 def test_serialization():
-    run_serialization_test(ImageHead(name="img"), np.ones((1, 3, 3, 2), "float32"))
+    out = run_serialization_test(ImageHead(name="img"), np.ones((1, 3, 3, 2), "float32"))
+    assert tuple(out.shape) == (1, 3, 3, 3)

@@ -58,4 +58,5 @@ def test_channel_mismatch_is_an_error():
 
 def test_serialization():
     x = np.random.default_rng(1).normal(size=(2, 3, 3, 5)).astype("float32")
-    run_serialization_test(ResBlock(5, name="res"), x, call_kwargs={"training": True})
+    out = run_serialization_test(ResBlock(5, name="res"), x, call_kwargs={"training": True})
+    assert tuple(out.shape) == x.shape

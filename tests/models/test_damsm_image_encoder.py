@@ -69,7 +69,8 @@ def test_resize_modes():
 def test_serialization_round_trip():
     enc = die.DAMSMImageEncoder(embedding_dim=8, image_size=75, variant="tf2015", resize="align_corners", seed=4)
     x = np.random.default_rng(5).uniform(-1, 1, (1, 32, 32, 3)).astype(np.float32)
-    layer_test.run_serialization_test(enc, x, atol=1e-5)
+    region, code = layer_test.run_serialization_test(enc, x, atol=1e-5)
+    assert tuple(code.shape) == (1, 8) and region.shape[0] == 1 and region.shape[-1] == 8
 
 
 def test_bad_arguments():
