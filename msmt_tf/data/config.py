@@ -14,6 +14,15 @@ from msmt_tf import configlib
 DATASETS = ("shapes", "cub", "coco", "folder")
 
 
+def centre_layout_problem(layout, max_objects):
+    """The message for a centre layout with more than one object, or None (checked by the config
+    and again by ``shapes.generate`` for direct callers)."""
+    if layout == "centre" and max_objects > 1:
+        return (f"--shapes_layout=centre holds one object, but --shapes_max_objects={max_objects}: "
+                "use --shapes_layout=grid (flags/shapes.flags) or --shapes_max_objects=1.")
+    return None
+
+
 @dataclasses.dataclass(frozen=True)
 class DataConfig(configlib.ConfigBase):
     """Dataset and input-pipeline configuration (frozen, validated)."""
@@ -76,11 +85,9 @@ class DataConfig(configlib.ConfigBase):
 
     def validate(self):
         super().validate()
-        if self.dataset == "shapes" and self.shapes_layout == "centre" and self.shapes_max_objects > 1:
-            raise configlib.ConfigError(
-                f"--shapes_layout=centre holds one object, but --shapes_max_objects="
-                f"{self.shapes_max_objects}: use --shapes_layout=grid (flags/shapes.flags) or "
-                "--shapes_max_objects=1.")
+        problem = centre_layout_problem(self.shapes_layout, self.shapes_max_objects)
+        if self.dataset == "shapes" and problem:
+            raise configlib.ConfigError(problem)
         if self.num_parallel_calls == 0:
             raise configlib.ConfigError(
                 "--num_parallel_calls=0: use -1 (autotune) or a positive number.")

@@ -32,6 +32,7 @@ import numpy as np
 from PIL import Image
 
 from msmt_tf.data import attngan_format as fmt
+from msmt_tf.data.config import centre_layout_problem
 from msmt_tf.data.errors import DataError
 
 logger = logging.getLogger(__name__)
@@ -293,9 +294,9 @@ def generate(out_dir, seed, num_train, num_test, size, captions_per_image=10, pr
         raise DataError(f"--shapes_textured={textured}: must be a probability in [0, 1].")
     if layout not in LAYOUTS:
         raise DataError(f"--shapes_layout={layout!r}: must be one of {', '.join(LAYOUTS)}.")
-    if layout == "centre" and max_objects != 1:
-        raise DataError(f"--shapes_layout=centre holds one object, but --shapes_max_objects="
-                        f"{max_objects}: use --shapes_layout=grid or --shapes_max_objects=1.")
+    problem = centre_layout_problem(layout, max_objects)
+    if problem:
+        raise DataError(problem)
     for sub in ("images", "text", "attributes", "train", "test"):
         os.makedirs(os.path.join(out_dir, sub), exist_ok=True)
     if processes is None:  # small sets are faster without starting processes

@@ -56,8 +56,8 @@ class ExponentialMovingAverage:
         decay: EMA decay in [0, 1]; 0.999 as the references.
         copy_buffers: also copy the live model's non-trainable weights (BN statistics) on
             every ``update``.
-        num_updates: optional scalar variable (or callable returning a tensor) counting the
-            updates so far; with it the decay ramps up as ``min(decay, (1 + n) / (10 + n))``.
+        num_updates: optional scalar variable counting the updates so far (the trainer passes
+            the generator optimizer's ``iterations``); with it the decay ramps up as ``min(decay, (1 + n) / (10 + n))``.
 
     ``update(condition=None)`` works eagerly, inside ``tf.function``, and inside ``strategy.run``
     (in a replica context it merges into the cross-replica context, so mirrored copies stay
@@ -96,8 +96,7 @@ class ExponentialMovingAverage:
         decay = tf.constant(self.decay, tf.float32)
         if self.num_updates is None:
             return decay
-        n = self.num_updates() if callable(self.num_updates) else self.num_updates
-        n = tf.cast(tf.convert_to_tensor(n), tf.float32)
+        n = tf.cast(tf.convert_to_tensor(self.num_updates), tf.float32)
         return tf.minimum(decay, (1.0 + n) / (10.0 + n))
 
     @staticmethod
