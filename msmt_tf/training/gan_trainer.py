@@ -55,6 +55,17 @@ def make_optimizer(lr, train_cfg, variables):
     return opt
 
 
+def eval_scalars(result, seconds):
+    """The scalars of one evaluation: every number of `result` as ``eval/<name>``, each
+    per-attribute accuracy as ``eval/attribute_accuracy/<attribute>``, and the seconds taken."""
+    scalars = {f"eval/{k}": v for k, v in result.items()
+               if isinstance(v, (int, float)) and not isinstance(v, bool)}
+    for name, value in result.get("attribute_accuracy_per_attribute", {}).items():
+        scalars[f"eval/attribute_accuracy/{name}"] = float(value)
+    scalars["eval/seconds"] = float(seconds)
+    return scalars
+
+
 class GANTrainer:
     """One GAN run.
 
@@ -200,9 +211,7 @@ class GANTrainer:
         result = self.evaluator.evaluate(self.ema_generator, num_images=self.eval_num_images,
                                          batch_size=min(50, self.eval_num_images),
                                          seed=self.cfg.seed)
-        scalars = {f"eval/{k}": v for k, v in result.items()
-                   if isinstance(v, (int, float)) and not isinstance(v, bool)}
-        scalars["eval/seconds"] = time.time() - t0
+        scalars = eval_scalars(result, time.time() - t0)
         if self.is_chief:
             metrics_logger.scalars(step, scalars)
         if "fid" in result and np.isfinite(result["fid"]):

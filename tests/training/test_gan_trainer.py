@@ -82,3 +82,15 @@ def test_checkpoints_rotate_and_config_is_stored(runs):
     assert ckpts == ["ckpt-2.index", "ckpt-4.index"]
     stored = json.load(open(root / "straight" / "config.json"))
     assert stored["model"]["gf_dim"] == 4 and stored["train"]["max_steps"] == 4
+
+
+def test_eval_scalars_flatten_per_attribute_accuracy():
+    from msmt_tf.training.gan_trainer import eval_scalars
+
+    result = {"fid": 12.5, "num_images": 300, "is_skipped": True, "note": "text",
+              "attribute_accuracy": 0.5,
+              "attribute_accuracy_per_attribute": {"colour": 0.75, "shape": 0.25}}
+    assert eval_scalars(result, 3) == {
+        "eval/fid": 12.5, "eval/num_images": 300, "eval/attribute_accuracy": 0.5,
+        "eval/attribute_accuracy/colour": 0.75, "eval/attribute_accuracy/shape": 0.25,
+        "eval/seconds": 3.0}
