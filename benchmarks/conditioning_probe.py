@@ -49,8 +49,6 @@ def main(argv):
     from msmt_tf.training.gan_trainer import build_networks
     from msmt_tf.training.restore import load_for_inference
 
-    if not FLAGS.run:
-        sys.exit("--run is required: a run directory of python -m msmt_tf.train on shapes.")
     inf = load_for_inference(run_dir=FLAGS.run)
     cfgs = inf.configs
     data = cfgs.data
@@ -87,4 +85,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+    flags.mark_flag_as_required("run")
     app.run(main)
