@@ -2,7 +2,7 @@
 
     python benchmarks/conditioning_probe.py --run=runs/shapes_ig_sdm2 --num_images=200
 
-For real test images of a shapes run (redrawn from the dataset's generator settings), the
+For real test images of a shapes run (its dataset's test split on disk), the
 caption "a <size> <colour> <shape>" of the main object is compared with the same caption with
 the shape word, or the colour word, replaced by another one. Prints, per discriminator, the
 fraction of images whose conditional logit prefers the true caption and the mean logit gap:
@@ -26,13 +26,12 @@ flags.DEFINE_integer("seed", 0, "Seed of the replacement words.")
 FLAGS = flags.FLAGS
 
 
-def probe_captions(records, rng):
+def probe_captions(objects, rng):
     """(true, shape-swapped, colour-swapped) caption lists for the main objects."""
     from msmt_tf.data import shapes
 
     true, shape, colour = [], [], []
-    for rec in records:
-        o = rec["objects"][0]
+    for o in objects:
         other_shape = rng.choice([s for s in shapes.SHAPES if s != o["shape"]])
         other_colour = rng.choice([c for c in shapes.COLOURS if c != o["colour"]])
         true.append(f"a {o['size']} {o['colour']} {o['shape']}")
@@ -43,10 +42,13 @@ def probe_captions(records, rng):
 
 def main(argv):
     del argv
+    from PIL import Image
+
     from msmt_tf import sampling
     from msmt_tf.data import shapes
+    from msmt_tf.data.dataset import load_split
     from msmt_tf.training import checkpointing
-    from msmt_tf.training.gan_trainer import build_networks
+    from msmt_tf.training.gan_trainer import build_discriminators
     from msmt_tf.training.restore import load_for_inference
 
     inf = load_for_inference(run_dir=FLAGS.run)
@@ -55,18 +57,16 @@ def main(argv):
     if data.dataset != "shapes":
         sys.exit(f"{FLAGS.run} trained on --dataset={data.dataset}: the probe needs shapes.")
     prefix = tf.train.latest_checkpoint(f"{FLAGS.run}/checkpoints")
-    _, _, ds = build_networks(cfgs.model, cfgs.train, data.words_num, 1)
+    ds = build_discriminators(cfgs.model, cfgs.train, 1)
     tf.train.Checkpoint(**{f"discriminator_{k}": checkpointing.VariableMap(d)
                            for k, d in enumerate(ds)}).restore(prefix).expect_partial()
-    images, records = [], []
-    for i in range(min(FLAGS.num_images, data.shapes_num_test)):
-        image, _, record = shapes.make_example(
-            data.shapes_seed, "test", i, data.shapes_size, data.captions_per_image,
-            data.shapes_max_objects, data.shapes_textured, data.shapes_layout)
-        images.append(image)
-        records.append(record)
-    x = np.stack(images).astype("float32") / 127.5 - 1.0
-    captions = probe_captions(records, np.random.default_rng(FLAGS.seed))
+    split = load_split(data, "test")
+    objects = shapes.load_attributes(data.resolved_data_dir, "test")
+    n = min(FLAGS.num_images, len(split))
+    x = np.stack([np.asarray(Image.open(p).convert("RGB"), np.float32)
+                  for p in split.image_paths[:n]]) / 127.5 - 1.0
+    captions = probe_captions([objects[k][0] for k in split.keys[:n]],
+                              np.random.default_rng(FLAGS.seed))
 
     def sentence(caps):
         enc = sampling.encode_captions(inf.vocab, caps, data.words_num)

@@ -35,6 +35,11 @@ def build_networks(model_cfg, train_cfg, words_num, replica_batch):
     dummy = dummy_generator_inputs(model_cfg, batch=replica_batch, words_num=words_num)
     generator(dummy, training=False)
     ema_generator = ema_lib.clone_model(generator, dummy, training=False)
+    return generator, ema_generator, build_discriminators(model_cfg, train_cfg, replica_batch)
+
+
+def build_discriminators(model_cfg, train_cfg, replica_batch):
+    """One built discriminator per stage, lowest resolution first (as checkpointed)."""
     discriminators = []
     for k, size in enumerate(model_cfg.image_sizes):
         d = Discriminator(size, df_dim=model_cfg.df_dim, condition_dim=model_cfg.embedding_dim,
@@ -44,7 +49,7 @@ def build_networks(model_cfg, train_cfg, words_num, replica_batch):
         d.uncond_logits(code)
         d.cond_logits(code, np.zeros((replica_batch, model_cfg.embedding_dim), "float32"))
         discriminators.append(d)
-    return generator, ema_generator, discriminators
+    return discriminators
 
 
 def make_optimizer(lr, train_cfg, variables):
