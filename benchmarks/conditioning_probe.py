@@ -26,14 +26,13 @@ flags.DEFINE_integer("seed", 0, "Seed of the replacement words.")
 FLAGS = flags.FLAGS
 
 
-def probe_captions(objects, rng):
-    """(true, shape-swapped, colour-swapped) caption lists for the main objects."""
-    from msmt_tf.data import shapes
-
+def probe_captions(objects, rng, names, colours):
+    """(true, shape-swapped, colour-swapped) caption lists for the main objects (the swapped
+    words drawn from the data's ``names`` and ``colours``)."""
     true, shape, colour = [], [], []
     for o in objects:
-        other_shape = rng.choice([s for s in shapes.SHAPES if s != o["shape"]])
-        other_colour = rng.choice([c for c in shapes.COLOURS if c != o["colour"]])
+        other_shape = rng.choice([s for s in names if s != o["shape"]])
+        other_colour = rng.choice([c for c in colours if c != o["colour"]])
         true.append(f"a {o['size']} {o['colour']} {o['shape']}")
         shape.append(f"a {o['size']} {o['colour']} {other_shape}")
         colour.append(f"a {o['size']} {other_colour} {o['shape']}")
@@ -66,7 +65,8 @@ def main(argv):
     x = np.stack([np.asarray(Image.open(p).convert("RGB"), np.float32)
                   for p in split.image_paths[:n]]) / 127.5 - 1.0
     captions = probe_captions([objects[k][0] for k in split.keys[:n]],
-                              np.random.default_rng(FLAGS.seed))
+                              np.random.default_rng(FLAGS.seed), data.shapes_name_list,
+                              data.shapes_colour_list)
 
     def sentence(caps):
         enc = sampling.encode_captions(inf.vocab, caps, data.words_num)

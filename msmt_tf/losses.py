@@ -153,6 +153,27 @@ def discriminator_loss(
     return out
 
 
+def matching_loss(real_cond, wrong_cond, from_logits=True, global_batch_size=None):
+    """The discriminator warm-up loss (``--d_warmup_steps``; not in the paper or references).
+
+    ``BCE(D(x, s), 1) + BCE(D(x, s_wrong), 0)`` on real images only: the conditional head learns
+    to tell an image's caption from its mismatched one before the GAN starts.
+
+    Returns:
+        dict of float32 scalars: ``loss``, ``accuracy`` (the mean of the fraction of matched
+        pairs scored real and the fraction of mismatched pairs scored fake, at probability
+        0.5).
+    """
+    def mean(per_example):
+        return average_loss(per_example, global_batch_size)
+
+    loss = (mean(binary_cross_entropy_per_example(real_cond, 1.0, from_logits))
+            + mean(binary_cross_entropy_per_example(wrong_cond, 0.0, from_logits)))
+    accuracy = (mean(_accuracy_per_example(real_cond, 1, from_logits))
+                + mean(_accuracy_per_example(wrong_cond, 0, from_logits))) / 2.0
+    return {"loss": loss, "accuracy": accuracy}
+
+
 def generator_adversarial_loss(
     fake_uncond, fake_cond, factor=1.0, from_logits=True, global_batch_size=None
 ):

@@ -46,6 +46,7 @@ def test_msmt_cub_preset_is_the_papers(monkeypatch):
     assert (t.lambda1, t.lambda2, t.lambda3, t.batch_size, t.g_lr, t.beta_1, t.beta_2) == (
         1.0, 0.5, 5.0, 20, 2e-4, 0.5, 0.999)
     assert (t.max_steps, t.epochs, t.ema_decay, t.ema_ramp) == (0, 1000, 0.999, False)
+    assert (t.d_warmup_steps, c.data.mismatch_swap) == (0, 0.0)  # the references' D objective
     assert (c.data.dataset, c.data.captions_per_image, m.discriminator, m.df_dim) == (
         "cub", 10, "dmgan", 32)
     coco = _parse(os.path.join(ROOT, "flags", "msmt_coco.flags"), monkeypatch)
@@ -79,3 +80,12 @@ def test_defaults_are_the_quickstart():
     assert built["data"].dataset == "shapes"
     assert built["train"].max_steps > 0 and built["damsm"].damsm_max_steps > 0
     assert built["model"].image_sizes == (32, 64)
+    assert built["data"].mismatch_swap == 0.5 and built["train"].d_warmup_steps == 500
+
+
+@pytest.mark.parametrize("flagfile", [f for f in FLAGFILES if "shapes" not in f and "folder" not in f
+                                      and os.path.basename(f) not in ("cub.flags", "coco.flags")],
+                         ids=lambda f: os.path.relpath(f, ROOT))
+def test_presets_keep_the_references_discriminator_objective(flagfile, monkeypatch):
+    c = _parse(flagfile, monkeypatch)
+    assert (c.data.mismatch_swap, c.train.d_warmup_steps) == (0.0, 0)

@@ -96,6 +96,18 @@ def test_generator_adversarial_loss_hand_values():
     np.testing.assert_allclose(probs["loss"], expected, rtol=1e-6)
 
 
+def test_matching_loss_hand_values():
+    real = np.array([0.0, LN3], "float32")  # BCE(., 1) = ln 2, ln(4/3)
+    wrong = np.array([-LN3, LN3], "float32")  # BCE(., 0) = ln(4/3), ln 4
+    out = losses.matching_loss(real, wrong)
+    expected = (LN2 + math.log(4 / 3)) / 2 + (math.log(4 / 3) + math.log(4.0)) / 2
+    np.testing.assert_allclose(out["loss"], expected, rtol=1e-6)
+    # logit 0 is not > 0: real accuracy 1/2; wrong accuracy 1/2 -> 1/2
+    np.testing.assert_allclose(out["accuracy"], 0.5, rtol=1e-6)
+    scaled = losses.matching_loss(real, wrong, global_batch_size=4)  # a replica of half the batch
+    np.testing.assert_allclose(scaled["loss"], expected / 2, rtol=1e-6)
+
+
 def test_bce_on_probabilities_clamps_log_like_pytorch():
     # BCELoss clamps log(p) at -100: p = 0 with label 1 costs exactly 100.
     out = losses.binary_cross_entropy_per_example(np.array([0.0, 1.0], "float32"), 1.0, False)

@@ -23,6 +23,11 @@ def centre_layout_problem(layout, max_objects):
     return None
 
 
+def _words(text):
+    """``"a, B,c"`` -> ``("a", "b", "c")``."""
+    return tuple(w.strip().lower() for w in text.split(",") if w.strip())
+
+
 @dataclasses.dataclass(frozen=True)
 class DataConfig(configlib.ConfigBase):
     """Dataset and input-pipeline configuration (frozen, validated)."""
@@ -67,6 +72,16 @@ class DataConfig(configlib.ConfigBase):
         "centre", "Placement of the shapes objects: centre (the one object in the centre cell: "
         "the quickstart) or grid (distinct random cells of a 3 x 3 grid: flags/shapes.flags).",
         choices=("centre", "grid"))
+    shapes_names: str = configlib.option(
+        "circle,square,triangle",
+        "Comma-separated shapes the synthetic objects are drawn from, out of circle, square, "
+        "triangle, diamond, hexagon, star, cross (three is the quickstart, all seven the full "
+        "set of flags/shapes.flags).")
+    shapes_colours: str = configlib.option(
+        "red,green,blue",
+        "Comma-separated colours the synthetic objects are drawn from, out of red, green, blue, "
+        "yellow, purple, orange, pink, cyan, brown (three is the quickstart, all nine the full "
+        "set of flags/shapes.flags).")
     folder_classes: str = configlib.option(
         "auto", "Class ids of a custom folder: from top-level sub-folders, none (every image its "
         "own class), or auto (sub-folders when there are at least two and no top-level images).",
@@ -74,6 +89,16 @@ class DataConfig(configlib.ConfigBase):
     random_flip: bool = configlib.option(
         True, "Random horizontal flips when training (never for shapes: its captions name "
         "left and right).")
+    mismatch_swap: float = configlib.option(
+        0.5, "Probability that a training image's mismatched caption (the wrong-caption pair of "
+        "the conditional discriminator loss) is its own caption with one of --mismatch_words "
+        "replaced by another of them, instead of another image's caption as in the references "
+        "(0: the references; the presets). On the quickstart set, other images' captions almost "
+        "always differ in colour, so without these the discriminators never learn to read the "
+        "shape word (docs/training.md).", lower=0.0, upper=1.0)
+    mismatch_words: str = configlib.option(
+        "auto", "Comma-separated words swapped for --mismatch_swap (at least two in the "
+        "vocabulary), e.g. bird colours; auto: the shape names on shapes, none elsewhere.")
     cache: bool = configlib.option(
         False, "Keep decoded images in memory after the first epoch.")
     tfrecord_dir: Optional[str] = configlib.option(
@@ -88,9 +113,34 @@ class DataConfig(configlib.ConfigBase):
         problem = centre_layout_problem(self.shapes_layout, self.shapes_max_objects)
         if self.dataset == "shapes" and problem:
             raise configlib.ConfigError(problem)
+        if (self.mismatch_swap > 0 and self.mismatch_words.strip() != "auto"
+                and len(set(self.mismatch_word_list)) < 2):
+            raise configlib.ConfigError(
+                f"--mismatch_words={self.mismatch_words!r}: give at least two comma-separated "
+                "words to swap, auto, or set --mismatch_swap=0.")
+        if self.dataset == "shapes":
+            from msmt_tf.data.shapes import check_names
+            problem = check_names(self.shapes_name_list, self.shapes_colour_list)
+            if problem:
+                raise configlib.ConfigError(problem)
         if self.num_parallel_calls == 0:
             raise configlib.ConfigError(
                 "--num_parallel_calls=0: use -1 (autotune) or a positive number.")
+
+    @property
+    def shapes_name_list(self):
+        return _words(self.shapes_names)
+
+    @property
+    def shapes_colour_list(self):
+        return _words(self.shapes_colours)
+
+    @property
+    def mismatch_word_list(self):
+        """The words of --mismatch_words (auto resolved), possibly empty."""
+        if self.mismatch_words.strip() == "auto":
+            return self.shapes_name_list if self.dataset == "shapes" else ()
+        return _words(self.mismatch_words)
 
     @property
     def image_sizes(self):

@@ -8,7 +8,9 @@ Every element is a dict (B = batch size, W = ``words_num``, S_k = ``base_size * 
     class_id           int32 [B]
     key                string [B]
     wrong_captions     int32 [B, W]  a caption of another image of the batch, of a different
-    wrong_caption_len  int32 [B]     class when the batch has one (the D mismatched pair)
+    wrong_caption_len  int32 [B]     class when the batch has one (the D mismatched pair); when
+                                     training with --mismatch_swap=p, with probability p the
+                                     image's own caption with one of --mismatch_words swapped
 
 Transforms (AttnGAN ``get_imgs``): CUB box crop, resize of the shorter side to
 ``int(S * 76 / 64)`` (S = the last stage's size; bilinear with antialiasing), then a random
@@ -24,6 +26,7 @@ Randomness: every example draws its random numbers with stateless ops from one i
 depend on the number of parallel calls; without a seed they differ every run.
 """
 
+import logging
 import os
 
 import numpy as np
@@ -32,6 +35,8 @@ import tensorflow as tf
 from msmt_tf.data import bbox as bbox_lib
 from msmt_tf.data.dataset import Split, load_split
 from msmt_tf.data.errors import DataError
+
+logger = logging.getLogger(__name__)
 
 AUTOTUNE = tf.data.AUTOTUNE
 TFRECORD_SHUFFLE_BUFFER = 8192
@@ -166,11 +171,57 @@ def wrong_partner(class_ids):
     return (tf.range(b) + shift) % b
 
 
-def _add_wrong(batch):
-    partner = wrong_partner(batch["class_id"])
-    batch["wrong_captions"] = tf.gather(batch["captions"], partner)
-    batch["wrong_caption_len"] = tf.gather(batch["caption_len"], partner)
-    return batch
+def swap_word(caption, word_ids, rnd):
+    """The caption with one of its ``word_ids`` words replaced by another of ``word_ids``.
+
+    The position is uniform over the caption's occurrences of those words, the new word uniform
+    over the other ``len(word_ids) - 1``. Returns ``(int32 [W] caption, bool: a word was
+    swapped)``; a caption without any of the words is returned unchanged with False.
+    """
+    ids = tf.constant(word_ids, tf.int32)
+    k = len(word_ids)
+    hits = tf.equal(caption[:, None], ids[None, :])  # [W, k]
+    at = tf.reduce_any(hits, axis=1)
+    found = tf.reduce_any(at)
+    # The position: argmax of uniform scores restricted to the hits.
+    scores = tf.where(at, tf.random.stateless_uniform(tf.shape(at), _seed(rnd, 5)), -1.0)
+    pos = tf.argmax(scores, output_type=tf.int32)
+    old = tf.argmax(tf.cast(hits[pos], tf.int32), output_type=tf.int32)
+    offset = tf.random.stateless_uniform([], _seed(rnd, 6), 1, k, tf.int32)
+    new = ids[(old + offset) % k]
+    swapped = tf.tensor_scatter_nd_update(caption, [[pos]], [new])
+    return tf.where(found, swapped, caption), found
+
+
+def mismatch_word_ids(cfg, vocab):
+    """Vocabulary ids of ``cfg.mismatch_word_list`` (empty: no swapping). An explicit list must
+    be in the vocabulary; auto keeps the shape names the vocabulary has (two or more)."""
+    words = list(dict.fromkeys(cfg.mismatch_word_list))
+    if cfg.mismatch_words.strip() == "auto":
+        words = [w for w in words if w in vocab.wordtoix]
+        words = words if len(words) >= 2 else []
+    missing = [w for w in words if w not in vocab.wordtoix]
+    if missing:
+        raise DataError(f"--mismatch_words: {', '.join(missing)} not in the vocabulary of "
+                        f"{cfg.resolved_data_dir}: give words its captions use, or "
+                        "--mismatch_swap=0.")
+    return [vocab.wordtoix[w] for w in words]
+
+
+def _make_add_wrong(swap_probability):
+    def add_wrong(batch):
+        partner = wrong_partner(batch["class_id"])
+        wrong = tf.gather(batch["captions"], partner)
+        wrong_len = tf.gather(batch["caption_len"], partner)
+        if swap_probability > 0:
+            use = batch.pop("swap_ok") & (batch.pop("swap_draw") < swap_probability)
+            wrong = tf.where(use[:, None], batch.pop("swapped_captions"), wrong)
+            wrong_len = tf.where(use, batch["caption_len"], wrong_len)
+        batch["wrong_captions"] = wrong
+        batch["wrong_caption_len"] = wrong_len
+        return batch
+
+    return add_wrong
 
 
 def _flat_captions(split):
@@ -213,19 +264,23 @@ def _decode(ex):
     return out
 
 
-def _make_augment(cfg, training):
+def _make_augment(cfg, training, swap_ids=()):
     sizes = cfg.image_sizes
     flip = cfg.random_flip and cfg.dataset != "shapes"
 
     def augment(ex, rnd):
         cap, n = choose_caption(ex["words"], ex["lens"], cfg.words_num, training, rnd)
-        return {
+        out = {
             "images": transform_image(ex["image"], sizes, training, rnd, flip),
             "captions": cap,
             "caption_len": n,
             "class_id": ex["class_id"],
             "key": ex["key"],
         }
+        if swap_ids:  # consumed by _make_add_wrong
+            out["swapped_captions"], out["swap_ok"] = swap_word(cap, swap_ids, rnd)
+            out["swap_draw"] = tf.random.stateless_uniform([], _seed(rnd, 7))
+        return out
 
     return augment
 
@@ -271,7 +326,15 @@ def make_dataset(cfg, split, batch_size, training, seed=None):
         seed = cfg.seed
     det = True if seed is not None else None
     parallel = AUTOTUNE if cfg.num_parallel_calls == -1 else cfg.num_parallel_calls
-    augment = _make_augment(cfg, training)
+    swap_ids = []
+    if training and cfg.mismatch_swap > 0:
+        vocab = split.vocab if isinstance(split, Split) else load_split(cfg, split, False).vocab
+        swap_ids = mismatch_word_ids(cfg, vocab)
+        if not swap_ids:
+            logger.warning("--mismatch_swap=%g: no --mismatch_words in the vocabulary of "
+                           "--dataset=%s (give some): every mismatched caption is another "
+                           "image's.", cfg.mismatch_swap, cfg.dataset)
+    augment = _make_augment(cfg, training, swap_ids)
 
     if cfg.tfrecord_dir:
         name = split.name if isinstance(split, Split) else split
@@ -307,7 +370,7 @@ def make_dataset(cfg, split, batch_size, training, seed=None):
     ds = tf.data.Dataset.zip((ds, rnd))
     ds = ds.map(augment, num_parallel_calls=parallel, deterministic=det)
     ds = ds.batch(batch_size, drop_remainder=training)
-    ds = ds.map(_add_wrong)
+    ds = ds.map(_make_add_wrong(cfg.mismatch_swap if swap_ids else 0.0))
     options = tf.data.Options()
     options.deterministic = seed is not None
     ds = ds.with_options(options)

@@ -3,9 +3,11 @@
 Each image has 1 to ``max_objects`` (at most 3) objects (``SHAPES`` x ``COLOURS`` x ``SIZES``)
 placed in distinct cells of a 3 x 3 grid (with a small jitter; large objects may overlap their
 neighbours and the border) on a plain or, with probability ``textured``, a textured background
-(``BACKGROUNDS``). ``max_objects=3, textured=0.4, layout="grid"`` is the full set
-(``flags/shapes.flags``); the quickstart default ``1, 0.0, "centre"`` (one object, 1.5 times
-larger, in the centre cell, on a plain background) is learnable in minutes on a CPU. Object 0 is the main object: drawn on top,
+(``BACKGROUNDS``). ``max_objects=3, textured=0.4, layout="grid"`` with all 7 shapes and 9
+colours is the full set (``flags/shapes.flags``); the quickstart default ``1, 0.0, "centre"``
+with ``shapes=("circle", "square", "triangle")`` and ``colours=("red", "green", "blue")`` (one
+object, 1.5 times larger, in the centre cell, on a plain background) is learnable in minutes on
+a CPU. Object 0 is the main object: drawn on top,
 named by most captions, and it defines the class id ``shape_index * len(COLOURS) +
 colour_index``. Ten captions per image come from templates that name the attributes in
 different orders, give grid positions and spatial relations, e.g. "a small red circle above
@@ -127,7 +129,7 @@ def _background(rng, name, n):
 _COUNT_PROBS = {1: [1.0], 2: [0.5, 0.5], 3: [0.35, 0.35, 0.3]}
 
 
-def _sample_objects(rng, size, max_objects=3, layout="grid"):
+def _sample_objects(rng, size, max_objects=3, layout="grid", shapes=SHAPES, colours=COLOURS):
     p = _COUNT_PROBS[max_objects]
     count = int(rng.choice(np.arange(1, max_objects + 1), p=p))
     cells = rng.choice(9, size=count, replace=False)
@@ -138,8 +140,8 @@ def _sample_objects(rng, size, max_objects=3, layout="grid"):
     objects = []
     for c in cells:
         row, col = int(c) // 3, int(c) % 3
-        shape = SHAPES[rng.integers(len(SHAPES))]
-        colour = COLOURS[rng.integers(len(COLOURS))]
+        shape = shapes[rng.integers(len(shapes))]
+        colour = colours[rng.integers(len(colours))]
         size_name = SIZES[rng.integers(len(SIZES))]
         jx, jy = rng.uniform(-0.08, 0.08, size=2) * cell
         objects.append({
@@ -241,14 +243,17 @@ def _caption(rng, objects, background):
 
 
 def make_example(seed, split, index, size, captions_per_image=10, max_objects=3, textured=0.4,
-                 layout="grid"):
-    """Draws image ``index`` of ``split``; returns (uint8 image, captions, attribute record)."""
+                 layout="grid", shapes=SHAPES, colours=COLOURS):
+    """Draws image ``index`` of ``split``; returns (uint8 image, captions, attribute record).
+
+    ``shapes`` / ``colours``: the names objects are drawn from (subsets of ``SHAPES`` /
+    ``COLOURS``; class ids stay those of the full lists)."""
     rng = np.random.default_rng([seed, _SPLIT_IDS[split], index])
     if rng.random() >= textured:
         background = PLAIN_BACKGROUNDS[int(rng.integers(len(PLAIN_BACKGROUNDS)))]
     else:
         background = TEXTURED_BACKGROUNDS[int(rng.integers(len(TEXTURED_BACKGROUNDS)))]
-    objects = _sample_objects(rng, size, max_objects, layout)
+    objects = _sample_objects(rng, size, max_objects, layout, shapes, colours)
     image = render(rng, size, background, objects)
     captions = [_caption(rng, objects, background) for _ in range(captions_per_image)]
     key = f"{split}_{index:06d}"
@@ -258,11 +263,11 @@ def make_example(seed, split, index, size, captions_per_image=10, max_objects=3,
 
 
 def _write_chunk(args):
-    out_dir, seed, split, start, stop, size, cpi, max_objects, textured, layout = args
+    out_dir, seed, split, start, stop, size, cpi, max_objects, textured, layout, names = args
     records = []
     for i in range(start, stop):
         image, captions, record = make_example(seed, split, i, size, cpi, max_objects, textured,
-                                               layout)
+                                               layout, *names)
         buf = io.BytesIO()
         Image.fromarray(image).save(buf, format="PNG", compress_level=1)
         with open(os.path.join(out_dir, "images", record["key"] + ".png"), "wb") as f:
@@ -273,14 +278,29 @@ def _write_chunk(args):
     return records
 
 
-def _params(seed, num_train, num_test, size, captions_per_image, max_objects, textured, layout):
+def _params(seed, num_train, num_test, size, captions_per_image, max_objects, textured, layout,
+            shapes, colours):
     return {"format_version": FORMAT_VERSION, "seed": seed, "num_train": num_train,
             "num_test": num_test, "size": size, "captions_per_image": captions_per_image,
-            "max_objects": max_objects, "textured": textured, "layout": layout}
+            "max_objects": max_objects, "textured": textured, "layout": layout,
+            "shapes": list(shapes), "colours": list(colours)}
+
+
+def check_names(shapes, colours):
+    """The message for shape/colour names outside ``SHAPES``/``COLOURS`` (or none given), or
+    None (checked by the config and again by ``generate`` for direct callers)."""
+    for flag, names, known in (("--shapes_names", shapes, SHAPES),
+                               ("--shapes_colours", colours, COLOURS)):
+        unknown = [n for n in names if n not in known]
+        if unknown or not names or len(set(names)) != len(names):
+            return (f"{flag}={','.join(names)}: give distinct names from {','.join(known)}"
+                    + (f" ({', '.join(unknown)} unknown)." if unknown else "."))
+    return None
 
 
 def generate(out_dir, seed, num_train, num_test, size, captions_per_image=10, processes=None,
-             chunk_size=250, max_objects=3, textured=0.4, layout="grid"):
+             chunk_size=250, max_objects=3, textured=0.4, layout="grid", shapes=SHAPES,
+             colours=COLOURS):
     """Writes the shapes dataset into ``out_dir`` (created); returns the meta dict.
 
     ``processes``: worker processes (default: the number of CPUs, at most 8; 1 = in-process);
@@ -294,9 +314,10 @@ def generate(out_dir, seed, num_train, num_test, size, captions_per_image=10, pr
         raise DataError(f"--shapes_textured={textured}: must be a probability in [0, 1].")
     if layout not in LAYOUTS:
         raise DataError(f"--shapes_layout={layout!r}: must be one of {', '.join(LAYOUTS)}.")
-    problem = centre_layout_problem(layout, max_objects)
+    problem = centre_layout_problem(layout, max_objects) or check_names(shapes, colours)
     if problem:
         raise DataError(problem)
+    names = (tuple(shapes), tuple(colours))
     for sub in ("images", "text", "attributes", "train", "test"):
         os.makedirs(os.path.join(out_dir, sub), exist_ok=True)
     if processes is None:  # small sets are faster without starting processes
@@ -305,7 +326,7 @@ def generate(out_dir, seed, num_train, num_test, size, captions_per_image=10, pr
     tasks = {}
     for split, n in (("train", num_train), ("test", num_test)):
         tasks[split] = [(out_dir, seed, split, s, min(n, s + chunk), size, captions_per_image,
-                         max_objects, textured, layout) for s in range(0, n, chunk)]
+                         max_objects, textured, layout, names) for s in range(0, n, chunk)]
     records = {"train": [], "test": []}
     if processes == 1:
         for split in records:
@@ -327,28 +348,31 @@ def generate(out_dir, seed, num_train, num_test, size, captions_per_image=10, pr
                 f.write(json.dumps(r, sort_keys=True) + "\n")
     fmt.build_captions_pickle(out_dir, captions_per_image)
     meta = _params(seed, num_train, num_test, size, captions_per_image, max_objects, textured,
-                   layout)
+                   layout, shapes, colours)
     with open(os.path.join(out_dir, "meta.json"), "w") as f:
         json.dump(meta, f, indent=1, sort_keys=True)
     return meta
 
 
 def ensure_generated(data_dir, seed, num_train, num_test, size, captions_per_image=10,
-                     processes=None, max_objects=3, textured=0.4, layout="grid"):
+                     processes=None, max_objects=3, textured=0.4, layout="grid", shapes=SHAPES,
+                     colours=COLOURS):
     """Generates the dataset on first use; checks the parameters of an existing one."""
     meta_file = os.path.join(data_dir, "meta.json")
     want = _params(seed, num_train, num_test, size, captions_per_image, max_objects, textured,
-                   layout)
+                   layout, shapes, colours)
     if os.path.isfile(meta_file):
-        with open(meta_file) as f:
-            have = {"layout": "grid", **json.load(f)}  # written before the layout option
+        with open(meta_file) as f:  # defaults of data written before these options
+            have = {"layout": "grid", "shapes": list(SHAPES), "colours": list(COLOURS),
+                    **json.load(f)}
         if have != want:
             diff = ", ".join(f"{k}: {have.get(k)} (requested {want[k]})"
                              for k in want if have.get(k) != want[k])
             raise DataError(
                 f"{meta_file}: the shapes data there was generated with other parameters ({diff}); "
                 "pass matching --shapes_seed/--shapes_num_train/--shapes_num_test/--shapes_size/"
-                "--shapes_max_objects/--shapes_textured/--shapes_layout/--captions_per_image, another --data_dir, "
+                "--shapes_max_objects/--shapes_textured/--shapes_layout/--shapes_names/"
+                "--shapes_colours/--captions_per_image, another --data_dir, "
                 "or delete the directory.")
         return have
     if os.path.isdir(data_dir) and os.listdir(data_dir):
@@ -361,7 +385,8 @@ def ensure_generated(data_dir, seed, num_train, num_test, size, captions_per_ima
                 "1-%d objects, %s layout, %.0f%% textured backgrounds).", data_dir, num_train,
                 num_test, size, seed, max_objects, layout, 100 * textured)
     meta = generate(tmp, seed, num_train, num_test, size, captions_per_image, processes,
-                    max_objects=max_objects, textured=textured, layout=layout)
+                    max_objects=max_objects, textured=textured, layout=layout, shapes=shapes,
+                    colours=colours)
     if os.path.isdir(data_dir):
         os.rmdir(data_dir)
     os.makedirs(os.path.dirname(os.path.abspath(data_dir)), exist_ok=True)

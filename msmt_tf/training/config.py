@@ -90,6 +90,11 @@ class TrainConfig(configlib.ConfigBase):
         False, "Deterministic run: TF op determinism (tf.config.experimental.enable_op_determinism, "
         "slower) and a seeded, deterministic input pipeline (same seed, same batches).",
     )
+    d_warmup_steps: int = option(
+        500, "Before the first GAN step of a new run, train every discriminator's conditional "
+        "head for N steps on real images alone to tell an image's caption from its mismatched "
+        "one (--mismatch_swap); not in the paper or references (0: the presets). Not "
+        "checkpointed: a run stopped during it redoes it.", lower=0)
     # --- GAN objective (eq 19-21 and DAMSM, read by the GAN trainer) -------------------------
     lambda1: float = option(1.0, "Weight of the conditioning-augmentation KL term (eq 19).", lower=0.0)
     lambda2: float = option(0.5, "Weight of the redundancy term (eqs 20-21).", lower=0.0)

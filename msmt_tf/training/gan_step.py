@@ -103,6 +103,30 @@ class GANStep:
                 logs[f"d_{name}/stage{k}"] = out[name]
         return logs, oks
 
+    def matching_warmup(self, batch):
+        """One discriminator warm-up step (``--d_warmup_steps``): each conditional head (and
+        the trunk under it) learns ``D(x, s) -> 1``, ``D(x, s_wrong) -> 0`` on the batch's real
+        images; no generator. Returns ``d_warmup_loss/stage<k>`` and
+        ``d_warmup_accuracy/stage<k>`` (global-batch scaled)."""
+        _, sentence, _ = self.encode_text(batch["captions"])
+        _, wrong_sentence, _ = self.encode_text(batch["wrong_captions"])
+        logs = {}
+        for k, (d, opt) in enumerate(zip(self.discriminators, self.d_optimizers)):
+            with tf.GradientTape() as tape:
+                code = d(batch["images"][k], training=True)
+                out = losses.matching_loss(
+                    d.cond_logits(code, sentence, training=True),
+                    d.cond_logits(code, wrong_sentence, training=True),
+                    global_batch_size=self.cfg.batch_size)
+                scaled = opt.scale_loss(out["loss"])
+            unused = {id(v) for v in d.uncond_head.trainable_variables}
+            variables = [v for v in d.trainable_variables if id(v) not in unused]
+            grads = tape.gradient(scaled, variables)
+            precision.apply_gradients_if_finite(opt, grads, variables, losses=[out["loss"]])
+            logs[f"d_warmup_loss/stage{k}"] = out["loss"]
+            logs[f"d_warmup_accuracy/stage{k}"] = out["accuracy"]
+        return logs
+
     def _g_loss(self, out, words, sentence, mask, class_ids):
         cfg = self.cfg
         gbs = cfg.batch_size

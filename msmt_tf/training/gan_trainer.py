@@ -137,6 +137,7 @@ class GANTrainer:
                                self.model_cfg.z_dim)
         self.train_ds = distribute.distribute_dataset(strategy, train_ds)
         self._train_step = tf.function(self._distributed_step, jit_compile=cfg.jit_compile or None)
+        self._warmup_step = tf.function(self._distributed_warmup)
         self.text_encoder = text_encoder
         self.fixed = self._fixed_inputs(fixed_batch) if fixed_batch is not None else None
 
@@ -158,6 +159,33 @@ class GANTrainer:
             else:  # already divided by the global batch in every replica
                 out[k] = self.strategy.reduce(sum_, v, axis=None)
         return out
+
+    def _distributed_warmup(self, batch):
+        logs = self.strategy.run(self.step_fn.matching_warmup, args=(batch,))
+        return {k: self.strategy.reduce(tf.distribute.ReduceOp.SUM, v, axis=None)
+                for k, v in logs.items()}
+
+    def warmup_discriminators(self, metrics_logger, prog):
+        """``--d_warmup_steps`` matching steps of the discriminators (a new run only); logs the
+        mean loss and accuracy of the last ``--log_every`` steps as ``d_warmup_*`` at step 0."""
+        n = self.cfg.d_warmup_steps
+        recent, done, t0 = [], 0, time.time()
+        while done < n:
+            for batch in self.train_ds:
+                recent = (recent + [{k: float(v) for k, v in self._warmup_step(batch).items()}])
+                recent = recent[-self.cfg.log_every:]
+                done += 1
+                if done % self.cfg.log_every == 0 or done == n:
+                    acc = [v for k, v in recent[-1].items() if k.startswith("d_warmup_accuracy")]
+                    prog.write(f"discriminator warm-up {done}/{n}: matching accuracy "
+                               + " ".join(f"{a:.2f}" for a in acc)
+                               + f" ({time.time() - t0:.0f} s)")
+                if done >= n:
+                    break
+        means = {k: sum(r[k] for r in recent) / len(recent) for k in recent[-1]}
+        means["d_warmup_seconds"] = time.time() - t0
+        metrics_logger.scalars(0, means)
+        return means
 
     # ------------------------------------------------------------------ grids
     def _fixed_inputs(self, batch):
@@ -240,6 +268,8 @@ class GANTrainer:
         with checkpointing.StopSignal() as stop, metrics_logger:
             if start == 0:
                 self.write_grids(metrics_logger, 0)
+                if cfg.d_warmup_steps:
+                    self.warmup_discriminators(metrics_logger, prog)
             while step < total and not stopping:
                 epoch_start = time.time()
                 for batch in self.train_ds:

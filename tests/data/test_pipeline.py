@@ -5,6 +5,7 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
+from msmt_tf.configlib import ConfigError
 from msmt_tf.data import pipeline, shapes
 from msmt_tf.data.config import DataConfig
 from msmt_tf.data.dataset import Split, load_split
@@ -18,7 +19,8 @@ def shapes_cfg(tmp_path_factory):
     cfg = DataConfig(data_dir=root, shapes_num_train=24, shapes_num_test=8, shapes_size=32,
                      base_size=16, stages=2, words_num=6, shapes_seed=3)
     shapes.ensure_generated(root, 3, 24, 8, 32, processes=1, max_objects=cfg.shapes_max_objects,
-                            textured=cfg.shapes_textured, layout=cfg.shapes_layout)
+                            textured=cfg.shapes_textured, layout=cfg.shapes_layout,
+                            shapes=cfg.shapes_name_list, colours=cfg.shapes_colour_list)
     return cfg
 
 
@@ -174,7 +176,8 @@ def test_wrong_partner_hand_cases():
 
 
 def test_wrong_captions_come_from_other_classes(shapes_cfg):
-    for b in pipeline.make_dataset(shapes_cfg, "train", 6, training=True, seed=2):
+    cfg = shapes_cfg.replace(mismatch_swap=0.0)  # the references' mismatches only
+    for b in pipeline.make_dataset(cfg, "train", 6, training=True, seed=2):
         cls = b["class_id"].numpy()
         caps, wrong = b["captions"].numpy(), b["wrong_captions"].numpy()
         partner = pipeline.wrong_partner(b["class_id"]).numpy()
@@ -183,6 +186,60 @@ def test_wrong_captions_come_from_other_classes(shapes_cfg):
         assert (partner != np.arange(6)).all()
         if len(set(cls.tolist())) > 1:
             assert (cls[partner] != cls).all()
+
+
+def test_swap_word_hand_cases():
+    ids = [5, 9, 11]
+    caption = tf.constant([3, 7, 5, 0, 0], tf.int32)
+    news = set()
+    for r in range(40):
+        out, found = pipeline.swap_word(caption, ids, tf.constant(r, tf.int64))
+        out = out.numpy().tolist()
+        assert bool(found) and out[:2] == [3, 7] and out[3:] == [0, 0]
+        news.add(out[2])
+    assert news == {9, 11}  # never the old word, both others drawn
+    plain = tf.constant([3, 7, 4, 0, 0], tf.int32)
+    out, found = pipeline.swap_word(plain, ids, tf.constant(1, tf.int64))
+    assert not bool(found) and out.numpy().tolist() == [3, 7, 4, 0, 0]
+    two = tf.constant([9, 2, 11, 0], tf.int32)  # two candidate positions: one changes per draw
+    positions = set()
+    for r in range(40):
+        out = pipeline.swap_word(two, ids, tf.constant(r, tf.int64))[0].numpy()
+        changed = np.flatnonzero(out != two.numpy())
+        assert len(changed) == 1 and out[changed[0]] in ids
+        positions.add(int(changed[0]))
+    assert positions == {0, 2}
+
+
+def test_mismatch_swap_replaces_the_shape_word(shapes_cfg):
+    """--mismatch_swap=1: every wrong caption that can be swapped is the image's own caption
+    with exactly its shape word changed to another shape; 0.5 mixes both kinds."""
+    vocab = load_split(shapes_cfg, "train").vocab
+    shape_ids = {vocab.wordtoix[w] for w in shapes.SHAPES if w in vocab.wordtoix}
+    swapped = kept = 0
+    for p in (1.0, 0.5):
+        cfg = shapes_cfg.replace(mismatch_swap=p, words_num=18)
+        for b in pipeline.make_dataset(cfg, "train", 6, training=True, seed=4):
+            caps, wrong = b["captions"].numpy(), b["wrong_captions"].numpy()
+            partner = pipeline.wrong_partner(b["class_id"]).numpy()
+            for i in range(6):
+                diff = np.flatnonzero(caps[i] != wrong[i])
+                if len(diff) == 1 and caps[i][diff[0]] in shape_ids and wrong[i][diff[0]] in shape_ids:
+                    assert b["wrong_caption_len"].numpy()[i] == b["caption_len"].numpy()[i]
+                    swapped += p == 0.5
+                else:
+                    assert p == 0.5, (caps[i], wrong[i])
+                    np.testing.assert_array_equal(wrong[i], caps[partner[i]])
+                    kept += 1
+    assert swapped > 0 and kept > 0
+
+
+def test_mismatch_words_must_be_in_the_vocabulary(shapes_cfg):
+    with pytest.raises(DataError, match="--mismatch_words: zebra not in the vocabulary"):
+        pipeline.make_dataset(shapes_cfg.replace(mismatch_words="circle,zebra"), "train", 6,
+                              training=True)
+    with pytest.raises(ConfigError, match="--mismatch_words='circle'"):
+        shapes_cfg.replace(mismatch_words="circle").validate()
 
 
 def test_batch_larger_than_split_is_an_error(shapes_cfg):

@@ -148,7 +148,8 @@ def test_main_object_colour_is_drawn(generated):
 def test_layout_and_split(generated):
     _, a = generated
     cfg = DataConfig(data_dir=a, shapes_seed=3, shapes_num_train=40, shapes_num_test=10, shapes_size=48,
-                     shapes_max_objects=3, shapes_textured=0.4, shapes_layout="grid")
+                     shapes_max_objects=3, shapes_textured=0.4, shapes_layout="grid",
+                     shapes_names=",".join(shapes.SHAPES), shapes_colours=",".join(shapes.COLOURS))
     train = load_split(cfg, "train")
     recs = shapes.load_records(a, "train")
     assert train.keys == [r["key"] for r in recs]
@@ -211,3 +212,32 @@ def test_object_count_and_background_options(tmp_path):
         shapes.generate(str(tmp_path / "u"), 0, 2, 2, 32, max_objects=2, layout="centre")
     with pytest.raises(DataError, match="--shapes_max_objects=4"):
         shapes.generate(str(tmp_path / "t"), 0, 2, 2, 32, max_objects=4)
+
+
+def test_shape_and_colour_subsets(tmp_path):
+    d = str(tmp_path / "sub")
+    meta = shapes.generate(d, 2, 30, 5, 32, processes=1, max_objects=3,
+                           shapes=("circle", "star"), colours=("blue", "red"))
+    assert (meta["shapes"], meta["colours"]) == (["circle", "star"], ["blue", "red"])
+    records = shapes.load_records(d, "train")
+    seen = {(o["shape"], o["colour"]) for r in records for o in r["objects"]}
+    assert seen == {(s, c) for s in ("circle", "star") for c in ("blue", "red")}
+    for r in records:  # class ids stay those of the full lists
+        assert r["class_id"] == shapes.class_id(r["objects"][0]["shape"], r["objects"][0]["colour"])
+    # Data written before these options (no names in meta.json) is the full set.
+    full = str(tmp_path / "full")
+    shapes.generate(full, 2, 3, 2, 32, processes=1)
+    with open(os.path.join(full, "meta.json")) as f:
+        old = json.load(f)
+    del old["shapes"], old["colours"]
+    with open(os.path.join(full, "meta.json"), "w") as f:
+        json.dump(old, f)
+    shapes.ensure_generated(full, 2, 3, 2, 32)
+    with pytest.raises(DataError, match=r"shapes: \['circle'.*\(requested \['star'\]\).*--shapes_names"):
+        shapes.ensure_generated(full, 2, 3, 2, 32, shapes=("star",))
+    with pytest.raises(ConfigError, match=r"--shapes_names=circle,oval: .*\(oval unknown\)"):
+        DataConfig(shapes_names="circle,oval")
+    with pytest.raises(ConfigError, match=r"--shapes_colours=red,red: give distinct names"):
+        DataConfig(shapes_colours="red,red")
+    with pytest.raises(DataError, match="--shapes_colours=: give distinct names"):
+        shapes.generate(str(tmp_path / "none"), 0, 2, 2, 32, colours=())

@@ -31,7 +31,9 @@ def data_cfg(tmp_path_factory):
     shapes_lib.generate(directory, seed=3, num_train=5, num_test=NUM_TEST, size=32, processes=1)
     return DataConfig(dataset="shapes", data_dir=directory, shapes_seed=3, shapes_num_train=5,
                       shapes_num_test=NUM_TEST, shapes_size=32, base_size=16, stages=1,
-                      shapes_max_objects=3, shapes_textured=0.4, shapes_layout="grid")
+                      shapes_max_objects=3, shapes_textured=0.4, shapes_layout="grid",
+                      shapes_names=",".join(shapes_lib.SHAPES),
+                      shapes_colours=",".join(shapes_lib.COLOURS))
 
 
 def _model_cfg():

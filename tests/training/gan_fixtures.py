@@ -23,7 +23,7 @@ def configs(**train):
     data = DataConfig(words_num=WORDS)
     # lambda3 5 (the CUB presets', not the quickstart's 0) so the DAMSM term is exercised.
     kw = dict(batch_size=BATCH, max_steps=4, log_every=1, image_every=2, checkpoint_every=2,
-              eval_every=0, seed=3, lambda3=5.0)
+              eval_every=0, seed=3, lambda3=5.0, d_warmup_steps=0)
     kw.update(train)
     return common.Configs(data=data, model=model, train=TrainConfig(**kw), damsm=DAMSMConfig(),
                           eval=EvalConfig())

@@ -19,6 +19,7 @@ def test_defaults_follow_the_references_and_the_paper():
     assert (c.gamma1, c.gamma2, c.gamma3) == (4.0, 5.0, 10.0)
     assert (c.precision, c.strategy, c.resume, c.run_dir, c.jit_compile) == ("float32", "default", True, None, False)
     assert c.max_nonfinite_steps == 20
+    assert c.d_warmup_steps == 500  # not in the references: the presets set 0
 
 
 def test_bad_values_name_the_flag():

@@ -115,3 +115,35 @@ def test_damsm_terms_follow_damsm_stages_and_lambda3_zero_skips_them():
         stages = sorted(k.split("/")[1] for k in logs if k.startswith("g_damsm_word/"))
         assert stages == expected, lambdas
         assert len(calls) == len(expected), lambdas
+
+
+def test_discriminator_warmup_learns_matching_and_touches_nothing_else():
+    """--d_warmup_steps: the conditional heads (and trunks) learn the batch's matched vs
+    mismatched pairs; the unconditional heads, the generator and the encoders do not move."""
+    keras.utils.set_random_seed(0)  # the same initial weights whatever ran before
+    cfgs = fx.configs(d_lr=5e-3)
+    step, gen, _, ds, text, image = _build(cfgs)
+    batch = fx.batch(cfgs.model)
+    for d in ds:  # build every head (the GAN step would)
+        d.uncond_logits(d(batch["images"][ds.index(d)]))
+    before_g = [np.array(v) for v in gen.weights]
+    before_uncond = [[np.array(v) for v in d.uncond_head.weights] for d in ds]
+    before_cond = [[np.array(v) for v in d.cond_head.trainable_variables] for d in ds]
+    before_enc = _snapshot([text, image])
+    warm = tf.function(step.matching_warmup)
+    logs = [{k: float(v) for k, v in warm(batch).items()} for _ in range(60)]
+    for k in range(len(ds)):
+        loss = [log[f"d_warmup_loss/stage{k}"] for log in logs]
+        assert loss[0] == pytest.approx(2 * np.log(2), abs=0.01)  # untrained: chance
+        assert np.mean(loss[-10:]) < 0.9 * np.mean(loss[:10])
+        assert max(log[f"d_warmup_accuracy/stage{k}"] for log in logs) == 1.0
+    for d, unc, cond in zip(ds, before_uncond, before_cond):
+        for b, v in zip(unc, d.uncond_head.weights):
+            np.testing.assert_array_equal(b, np.array(v), err_msg=v.path)
+        assert all(not np.array_equal(b, np.array(v))
+                   for b, v in zip(cond, d.cond_head.trainable_variables))
+    for b, v in zip(before_g, gen.weights):
+        np.testing.assert_array_equal(b, np.array(v), err_msg=v.path)
+    for layer_before, layer in zip(before_enc, [text, image]):
+        for b, v in zip(layer_before, layer.weights):
+            np.testing.assert_array_equal(b, np.array(v), err_msg=v.path)

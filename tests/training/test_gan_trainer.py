@@ -14,7 +14,7 @@ from tests.training import gan_fixtures as fx
 
 
 def _train(path, max_steps, text, image):
-    cfgs = fx.configs(max_steps=max_steps)
+    cfgs = fx.configs(max_steps=max_steps, d_warmup_steps=3)
     run = run_dir_lib.prepare_run_dir(str(path), cfgs.to_dict(), resume=True)
     trainer = GANTrainer(cfgs, run, tf.distribute.get_strategy(), text, image, fx.vocab(),
                          fx.dataset(cfgs.model, repeats=2), steps_per_epoch=2,
@@ -60,7 +60,13 @@ def test_metrics_jsonl_and_tensorboard_tags(runs):
     root = runs[0]
     run = root / "straight"
     lines = [json.loads(x) for x in open(run / "metrics.jsonl")]
-    assert [x["step"] for x in lines] == [1, 2, 3, 4]
+    # step 0: the discriminator warm-up (means over its steps), once: the resumed run has the
+    # same weights as the straight one (test_resume_equals_straight_run), so it was not redone
+    assert [x["step"] for x in lines] == [0, 1, 2, 3, 4]
+    assert {"d_warmup_loss/stage0", "d_warmup_accuracy/stage1", "d_warmup_seconds"} <= set(lines[0])
+    assert 0 < lines[0]["d_warmup_loss/stage1"] < 5
+    resumed = [json.loads(x)["step"] for x in open(root / "resumed" / "metrics.jsonl")]
+    assert resumed == [0, 1, 2, 3, 4]
     for tag in ("g_loss", "g_kl", "d_loss/stage0", "d_loss/stage1", "d_accuracy_real/stage1",
                 "g_adv/stage0", "g_damsm_word/stage1", "g_redundancy/stage1", "lr/generator",
                 "loss_scale", "step_seconds", "examples_per_second"):
