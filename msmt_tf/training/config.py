@@ -4,7 +4,7 @@ Field name == absl flag name (see ``msmt_tf.cli.flagutil``). Optimiser and objec
 follow the reference GAN schedule (AttnGAN/DM-GAN ``code/trainer.py``: Adam 2e-4, betas
 (0.5, 0.999), PyTorch eps 1e-8) and the CUB objective weights of the paper (lambda1 KL 1,
 lambda2 redundancy 0.5; gamma 4/5/10); the DAMSM weight lambda3 (5 for CUB, 50 for COCO in the
-presets), loop-length, batch and EMA defaults are the CPU quickstart's (no DAMSM term, 3,000
+presets), loop-length, batch and EMA defaults are the CPU quickstart's (no DAMSM term, 2,000
 steps of batch 10, EMA 0.99 with a ramp), and
 ``flags/paper_common.flags`` plus the presets set the references' values (batch 20 or the
 preset's, EMA 0.999 without a ramp, epochs). The run directory default is
@@ -39,7 +39,7 @@ class TrainConfig(configlib.ConfigBase):
     )
     # --- loop length ------------------------------------------------------------------------
     max_steps: int = option(
-        3000, "Stop after this many optimiser steps in total (0: use --epochs).", lower=0
+        2000, "Stop after this many optimiser steps in total (0: use --epochs).", lower=0
     )
     epochs: int = option(600, "Number of passes over the training split (if --max_steps=0).", lower=1)
     batch_size: int = option(
@@ -69,7 +69,7 @@ class TrainConfig(configlib.ConfigBase):
     image_every: int = option(100, "Write image grids from the fixed captions and noise every N steps.", lower=1)
     eval_every: int = option(0, "Compute FID / R-precision on the held-out subset every N steps (0: only at the end).", lower=0)
     eval_num_images: int = option(
-        300, "Images of the held-out evaluation during training (FID is biased by N: compare runs "
+        200, "Images of the held-out evaluation during training (FID is biased by N: compare runs "
         "only at the same count; the full protocol is python -m msmt_tf.evaluate).", lower=10)
     # --- numerics / execution ----------------------------------------------------------------
     precision: str = option("float32", "Compute precision; float16 uses dynamic loss scaling.", choices=PRECISIONS)

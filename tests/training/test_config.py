@@ -14,7 +14,7 @@ def test_defaults_follow_the_references_and_the_paper():
     c = TrainConfig()
     assert (c.g_lr, c.d_lr, c.beta_1, c.beta_2, c.adam_epsilon) == (2e-4, 2e-4, 0.5, 0.999, 1e-8)
     # The quickstart's loop; the presets set the references' batch, EMA 0.999 and no ramp.
-    assert (c.batch_size, c.max_steps, c.ema_decay, c.ema_ramp) == (10, 3000, 0.99, True)
+    assert (c.batch_size, c.max_steps, c.ema_decay, c.ema_ramp) == (10, 2000, 0.99, True)
     assert (c.lambda1, c.lambda2, c.lambda3, c.damsm_stages) == (1.0, 0.5, 0.0, "last")  # presets: lambda3 5/50, MSMT "all"
     assert (c.gamma1, c.gamma2, c.gamma3) == (4.0, 5.0, 10.0)
     assert (c.precision, c.strategy, c.resume, c.run_dir, c.jit_compile) == ("float32", "default", True, None, False)
