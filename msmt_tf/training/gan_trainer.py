@@ -7,6 +7,7 @@ test captions and noise, and the periodic FID / R-precision evaluation that keep
 checkpoint. Running it again on the same run directory resumes.
 """
 
+import collections
 import logging
 import os
 import time
@@ -169,11 +170,10 @@ class GANTrainer:
         """``--d_warmup_steps`` matching steps of the discriminators (a new run only); logs the
         mean loss and accuracy of the last ``--log_every`` steps as ``d_warmup_*`` at step 0."""
         n = self.cfg.d_warmup_steps
-        recent, done, t0 = [], 0, time.time()
+        recent, done, t0 = collections.deque(maxlen=self.cfg.log_every), 0, time.time()
         while done < n:
             for batch in self.train_ds:
-                recent = (recent + [{k: float(v) for k, v in self._warmup_step(batch).items()}])
-                recent = recent[-self.cfg.log_every:]
+                recent.append({k: float(v) for k, v in self._warmup_step(batch).items()})
                 done += 1
                 if done % self.cfg.log_every == 0 or done == n:
                     acc = [v for k, v in recent[-1].items() if k.startswith("d_warmup_accuracy")]
