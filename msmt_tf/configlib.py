@@ -12,6 +12,8 @@ import dataclasses
 import json
 from typing import Any
 
+from msmt_tf import errors
+
 
 def option(default: Any, help: str, choices=None, lower=None, upper=None):
     """Declares a config field with its help text and constraints."""
@@ -25,7 +27,7 @@ def option(default: Any, help: str, choices=None, lower=None, upper=None):
     return dataclasses.field(default=default, metadata=meta)
 
 
-class ConfigError(ValueError):
+class ConfigError(errors.UserError, ValueError):
     """A configuration value is invalid; the message names the flag and what to do."""
 
 

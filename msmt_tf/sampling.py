@@ -32,6 +32,7 @@ from typing import List
 import numpy as np
 import tensorflow as tf
 
+from msmt_tf import errors
 from msmt_tf.data import vocabulary as vocab_lib
 from msmt_tf.training.logger import wrap_text
 
@@ -41,7 +42,7 @@ MIN_SHEET_WIDTH = 320  # px: room for the caption text under small images
 MIN_TILE = 64  # px: attention tiles are enlarged to at least this, so the word fits under it
 
 
-class SamplingError(ValueError):
+class SamplingError(errors.UserError, ValueError):
     """Captions or options that cannot be sampled; the message names the caption or option."""
 
 

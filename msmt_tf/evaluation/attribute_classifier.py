@@ -26,6 +26,7 @@ import keras
 import numpy as np
 from keras import ops
 
+from msmt_tf import errors
 from msmt_tf.data import shapes as shapes_lib
 from msmt_tf.data.vocabulary import tokenize
 
@@ -41,7 +42,7 @@ WEIGHTS_FILE = "weights.npz"
 REPORT_FILE = "report.json"
 
 
-class AttributeClassifierError(RuntimeError):
+class AttributeClassifierError(errors.UserError, RuntimeError):
     """The attribute classifier cannot be built, loaded or trusted; the message says why."""
 
 

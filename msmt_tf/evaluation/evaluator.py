@@ -34,6 +34,7 @@ import time
 
 import numpy as np
 
+from msmt_tf import errors
 from msmt_tf.evaluation import fid as fid_lib
 from msmt_tf.evaluation import generation
 from msmt_tf.evaluation import inception_score as is_lib
@@ -47,7 +48,7 @@ LEGACY_RESIZE = ("legacy TF1 bilinear to 299x299 inside the Inception network "
                  "(align_corners=False, half_pixel_centers=False)")
 
 
-class EvaluationError(RuntimeError):
+class EvaluationError(errors.UserError, RuntimeError):
     """The evaluation cannot run as configured; the message says what to do."""
 
 

@@ -24,13 +24,15 @@ import warnings
 import numpy as np
 from scipy import linalg
 
+from msmt_tf import errors
+
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg")
 MIN_SAMPLES_FULL_RANK = 2048
 
 _log = logging.getLogger(__name__)
 
 
-class FIDError(ValueError):
+class FIDError(errors.UserError, ValueError):
     """Bad input to the FID computation; the message names the file and what to do."""
 
 

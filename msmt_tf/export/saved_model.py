@@ -34,6 +34,7 @@ import shutil
 
 import tensorflow as tf
 
+from msmt_tf import errors
 from msmt_tf.export.tokenizer import CaptionTokenizer
 from msmt_tf.sampling import seeded_noise
 
@@ -41,7 +42,7 @@ INFO_FILE = os.path.join("assets.extra", "msmt_tf.json")
 SIGNATURES = ("generate", "generate_seeded", "generate_float", "tokenize")
 
 
-class ExportError(ValueError):
+class ExportError(errors.UserError, ValueError):
     """The export cannot be written; the message says what to do."""
 
 

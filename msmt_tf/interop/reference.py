@@ -44,6 +44,7 @@ import shutil
 
 import numpy as np
 
+from msmt_tf import errors
 from msmt_tf.data import attngan_format
 from msmt_tf.data.errors import DataError
 from msmt_tf.data.vocabulary import Vocabulary
@@ -56,7 +57,7 @@ REPORT_FILE = "conversion.json"
 _MAX_LISTED = 25
 
 
-class ConversionError(ValueError):
+class ConversionError(errors.UserError, ValueError):
     """A reference file does not fit the model or the configuration; the message says why."""
 
 

@@ -30,6 +30,8 @@ import zipfile
 
 import numpy as np
 
+from msmt_tf import errors
+
 _LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
 _LEGACY_PROTOCOL = 1001
 
@@ -51,7 +53,7 @@ _STORAGE_DTYPES = {
 }
 
 
-class TorchFileError(ValueError):
+class TorchFileError(errors.UserError, ValueError):
     """The file is not a PyTorch file this reader understands; the message says why."""
 
 

@@ -13,6 +13,7 @@ import os
 
 import numpy as np
 
+from msmt_tf import errors
 from msmt_tf.data.vocabulary import Vocabulary
 
 TEXT_FILE = "text_encoder.npz"
@@ -21,7 +22,7 @@ VOCAB_FILE = "vocab.json"
 META_FILE = "damsm.json"
 
 
-class DAMSMLoadError(ValueError):
+class DAMSMLoadError(errors.UserError, ValueError):
     """An encoder directory is missing, incomplete, or does not fit the dataset."""
 
 

@@ -29,10 +29,12 @@ from typing import Mapping, Optional, Sequence
 import keras
 import tensorflow as tf
 
+from msmt_tf import errors
+
 SEED_STATE_NAME = "seed_generator_state"
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(errors.UserError, RuntimeError):
     """A checkpoint cannot be written or does not match the objects being restored."""
 
 

@@ -20,10 +20,12 @@ import os
 
 import tensorflow as tf
 
+from msmt_tf import errors
+
 STRATEGIES = ("default", "mirrored", "multiworker")
 
 
-class DistributeError(RuntimeError):
+class DistributeError(errors.UserError, RuntimeError):
     """A strategy cannot be created as asked; the message says what to do."""
 
 

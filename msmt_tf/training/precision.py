@@ -20,10 +20,12 @@ import logging
 import keras
 import tensorflow as tf
 
+from msmt_tf import errors
+
 PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
 
 
-class NonFiniteError(RuntimeError):
+class NonFiniteError(errors.UserError, RuntimeError):
     """Too many non-finite steps in a row."""
 
 

@@ -8,13 +8,14 @@ import os
 
 import tensorflow as tf
 
+from msmt_tf import errors
 from msmt_tf.models import damsm
 from msmt_tf.models.generator import build_generator
 from msmt_tf.models.param_count import dummy_generator_inputs
 from msmt_tf.training import checkpointing, run_dir as run_dir_lib
 
 
-class RestoreError(ValueError):
+class RestoreError(errors.UserError, ValueError):
     """A run directory or checkpoint cannot be loaded; the message says what to do."""
 
 

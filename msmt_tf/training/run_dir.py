@@ -26,6 +26,7 @@ import os
 import re
 from typing import Mapping, Optional
 
+from msmt_tf import errors
 from msmt_tf import configlib
 
 CONFIG_FILE = "config.json"
@@ -68,7 +69,7 @@ def _evaluation_keys():
 HARMLESS_KEYS = HARMLESS_KEYS | _evaluation_keys()
 
 
-class RunDirError(ValueError):
+class RunDirError(errors.UserError, ValueError):
     """The run directory cannot be created or resumed; the message says what to do."""
 
 
