@@ -17,6 +17,8 @@ setuptools.setup(
         "pillow",
         "scipy",
         "absl-py",
+        # TensorBoard views the run logs; tensorflow 2.21 no longer depends on it.
+        "tensorboard==2.21.*",
     ],
     extras_require={
         "cpu": ["tensorflow-cpu==2.21.*"],

@@ -4,7 +4,10 @@
 under ``<run_dir>/tensorboard`` and as one JSON line ``{"step": s, "time": t, tag: value...}``
 per call to ``metrics.jsonl``. On resume from step N, lines with a step > N (written after the
 last checkpoint) are moved to ``metrics.orphaned.jsonl`` so the file again describes one run, and
-a ``SessionLog.START`` event at step N + 1 makes TensorBoard drop the orphaned events as well.
+a ``SessionLog.START`` event at step N + 1 makes TensorBoard's Python loader
+(``--load_fast=false``) drop the orphaned events at once. Its default Rust loader ignores that
+event: it drops a tag's points at steps >= s when the resumed run logs that tag at step s, so an
+orphaned point stays visible until the resumed run logs its tag again.
 
 ``caption_grid(images, captions, ncols)`` renders a grid with each caption wrapped under its
 image in PIL's default font and returns it as a uint8 ``[H, W, 3]`` array; ``save_png`` writes
@@ -35,7 +38,7 @@ def _metadata(plugin_name, data_class):
 # The ``tensorboard`` package is not a dependency of tensorflow-cpu 2.21 (``tf.summary.scalar``
 # and ``tf.summary.image`` raise TBNotInstalledError without it), so the events are written
 # with the core ``tf.summary.write`` and the metadata TensorBoard's own scalar/image
-# summaries use; TensorBoard (installed separately, only to view) reads them as usual.
+# summaries use; TensorBoard (an install requirement, only to view) reads them as usual.
 _SCALAR_METADATA = _metadata("scalars", summary_pb2.DATA_CLASS_SCALAR)
 _IMAGE_METADATA = _metadata("images", summary_pb2.DATA_CLASS_BLOB_SEQUENCE)
 
@@ -174,8 +177,9 @@ class MetricsLogger:
         self._jsonl = open(self.metrics_path, "a", encoding="utf-8")
 
     def _write_session_start(self, step):
-        """A ``SessionLog.START`` event: TensorBoard treats every START after the first as a
-        restart and drops the events with a step >= ``step`` seen before it (the orphans)."""
+        """A ``SessionLog.START`` event: TensorBoard's Python loader treats every START after the
+        first as a restart and drops the events with a step >= ``step`` seen before it (the
+        orphans); its Rust loader ignores it (see the module docstring)."""
         event = event_pb2.Event(step=step, wall_time=time.time())
         event.session_log.status = event_pb2.SessionLog.START
         try:
