@@ -11,7 +11,9 @@ Layout (relative to the dataset directory)::
 
 Caption ``j`` of image ``k`` is ``captions[k * captions_per_image + j]`` (a list of word ids
 without the end token). Pickles are written with protocol 2 (readable by Python 2) and read
-with ``encoding="latin1"`` so Python 2 pickles (str and numpy arrays) load unchanged.
+with ``encoding="latin1"`` so Python 2 pickles (str and numpy arrays) load unchanged. Reading
+goes through an allow-list unpickler (``DATASET_PICKLE_GLOBALS``), so a downloaded pickle
+cannot run code.
 """
 
 import logging
@@ -22,6 +24,7 @@ import numpy as np
 
 from msmt_tf.data import vocabulary as vocab_lib
 from msmt_tf.data.errors import DataError
+from msmt_tf.io import safe_pickle
 
 logger = logging.getLogger(__name__)
 
@@ -29,15 +32,37 @@ SPLITS = ("train", "test")
 CAPTIONS_PICKLE = "captions.pickle"
 
 
+# The only globals a dataset pickle may name. The released formats need very few:
+# * AttnGAN ``captions.pickle`` (written by ``TextDataset.load_text_data`` of taoxugit/AttnGAN
+#   ``code/datasets.py`` under Python 2 with protocol 2, and unchanged by MinfengZhu/DM-GAN under
+#   Python 3): lists of lists of Python ints and two dicts int <-> unicode word -- opcodes only,
+#   no global.
+# * StackGAN/AttnGAN birds ``filenames.pickle``: a protocol-0 list of unicode keys -- no global.
+# * birds ``class_info.pickle``: the test split is a protocol-0 list of ints, but the train
+#   split is a Python 2 list of *numpy int64 scalars* (``numpy.core.multiarray.scalar`` +
+#   ``numpy.dtype``, raw bytes as py2 str -- hence ``encoding="bytes"``/``"latin1"`` in later
+#   repos and AttnGAN issue #15's UnicodeDecodeError without an encoding).
+# So: numpy arrays/scalars under both numpy module names (and protocol 5's ``_frombuffer``), the
+# ``_codecs.encode(text, "latin1")`` that Python 3 writes for bytes at protocol 2 (numpy raw data
+# in our own protocol-2 files), and set/frozenset. Object-dtype arrays are allowed: their
+# elements are unpickled by the same restricted ``find_class``.
+DATASET_PICKLE_GLOBALS = {
+    **safe_pickle.NUMPY_ARRAYS, **safe_pickle.PY3_BYTES, **safe_pickle.BUILTIN_SETS}
+
+
 def read_pickle(path, what, hint):
-    """Loads a (possibly Python 2) pickle; a missing or broken file raises ``DataError``."""
+    """Loads a (possibly Python 2) dataset pickle with the ``DATASET_PICKLE_GLOBALS`` allow-list.
+
+    A missing or corrupt file, or one naming any other global, raises ``DataError`` naming the
+    file (and the refused ``module.name``).
+    """
     if not os.path.isfile(path):
         raise DataError(f"{path}: {what} not found. {hint}")
-    try:
-        with open(path, "rb") as f:
-            return pickle.load(f, encoding="latin1")
-    except Exception as e:  # pickle raises many types on corrupt input
-        raise DataError(f"{path}: cannot read {what} ({type(e).__name__}: {e}). {hint}") from None
+    with open(path, "rb") as f:
+        return safe_pickle.load(
+            f, path, what, DATASET_PICKLE_GLOBALS, DataError, encoding="latin1",
+            needs="an AttnGAN dataset pickle holds only lists, dicts, str, numbers and numpy "
+                  "arrays", hint=hint)
 
 
 def write_pickle(path, obj):

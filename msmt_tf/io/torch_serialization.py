@@ -16,21 +16,23 @@ Tensors come back as ``np.ndarray`` (copies, so they own their memory). TorchScr
 come back as ``TorchScriptObject`` nodes (the qualified class name and the pickled state
 dict); ``named_arrays`` flattens any tree into ``OrderedDict`` dotted name -> array.
 
-Only the pickle globals that torch files use are resolved (a whitelist); anything else
-raises ``TorchFileError`` naming the file and the global, so loading an untrusted file cannot
-run arbitrary code.
+Every pickle of both formats goes through ``msmt_tf.io.safe_pickle``: the object pickle
+resolves only the globals that torch files use (an allow-list), the legacy header pickles
+(magic number, protocol, ``sys_info``, storage keys) resolve none; anything else raises
+``TorchFileError`` naming the file and the global, so loading an untrusted file cannot run
+arbitrary code. A corrupt or truncated file raises ``TorchFileError`` naming the file too.
 """
 
 import collections
 import io
 import os
-import pickle
 import struct
 import zipfile
 
 import numpy as np
 
 from msmt_tf import errors
+from msmt_tf.io import safe_pickle
 
 _LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
 _LEGACY_PROTOCOL = 1001
@@ -149,13 +151,18 @@ _FUNCTIONS = {
 _SCRIPT_CLASSES = {}
 
 
-class _Unpickler(pickle.Unpickler):
-    def __init__(self, data, source, persistent_load_fn):
-        super().__init__(io.BytesIO(data), encoding="utf-8")
-        self._source = source
+class _Unpickler(safe_pickle.RestrictedUnpickler):
+    """The object pickle (``data.pkl`` or the legacy fourth pickle): torch's globals only."""
+
+    def __init__(self, stream, source, persistent_load_fn):
+        super().__init__(
+            stream, source, _FUNCTIONS, TorchFileError, encoding="utf-8",
+            needs="a torch weights file does not need it (is this a full pickled model rather "
+                  "than a state dict or TorchScript archive?)",
+        )
         self._persistent_load_fn = persistent_load_fn
 
-    def find_class(self, module, name):
+    def resolve(self, module, name):
         if (module, name) in _FUNCTIONS:
             return _FUNCTIONS[(module, name)]
         # GPU-saved files (e.g. the 2018 AttnGAN releases) name torch.cuda.FloatStorage;
@@ -163,7 +170,7 @@ class _Unpickler(pickle.Unpickler):
         if module in ("torch", "torch.storage", "torch.cuda") and name in _STORAGE_DTYPES:
             return _StorageType(name)
         if module in ("torch", "torch.cuda") and name.endswith("Storage"):
-            raise TorchFileError(f"{self._source}: unsupported tensor storage type torch.{name}.")
+            raise TorchFileError(f"{self.source}: unsupported tensor storage type torch.{name}.")
         if module.startswith("__torch__"):
             qualified = f"{module}.{name}"
             if qualified not in _SCRIPT_CLASSES:
@@ -171,14 +178,18 @@ class _Unpickler(pickle.Unpickler):
                     name, (TorchScriptObject,), {"type_name": qualified}
                 )
             return _SCRIPT_CLASSES[qualified]
-        raise TorchFileError(
-            f"{self._source}: the pickle references {module}.{name}, which a torch weights file "
-            "does not need; refusing to load it (is this a full pickled model rather than a "
-            "state dict or TorchScript archive?)."
-        )
+        return None
 
     def persistent_load(self, pid):
         return self._persistent_load_fn(pid)
+
+
+def _header_unpickler(stream, name):
+    """For the legacy format's plain-data pickles (magic, protocol, sys_info, keys): no globals."""
+    return safe_pickle.RestrictedUnpickler(
+        stream, name, None, TorchFileError, encoding="utf-8",
+        needs="the header of a legacy torch file holds plain data only",
+    )
 
 
 def _parse_storage_pid(pid, source):
@@ -211,6 +222,11 @@ def _materialize(tree, storages, source):
     memo = {}
 
     def tensor(t):
+        if t.offset < 0 or min(t.size + t.stride, default=0) < 0:
+            raise TorchFileError(
+                f"{source}: tensor with negative offset, size or stride ({t.offset}, {t.size}, "
+                f"{t.stride}); torch never writes those, the file is corrupt."
+            )
         data = storages(t.storage)
         itemsize = data.dtype.itemsize
         needed = t.offset + sum((s - 1) * st for s, st in zip(t.size, t.stride)) + 1
@@ -290,7 +306,7 @@ def _load_zip(data, name):
         key, storage_type, numel, view = _parse_storage_pid(pid, name)
         return refs.setdefault(key, _StorageRef(key, storage_type, numel))
 
-    obj = _Unpickler(zf.read(pkl), name, persistent_load).load()
+    obj = _Unpickler(io.BytesIO(zf.read(pkl)), name, persistent_load).load_or_raise(pkl)
     cache = {}
 
     def storages(ref):
@@ -309,18 +325,25 @@ def _load_zip(data, name):
 def _load_legacy(data, name):
     stream = io.BytesIO(data)
     try:
-        magic = pickle.Unpickler(stream).load()
-    except Exception:  # noqa: BLE001 - any failure means "not this format"
+        magic = _header_unpickler(stream, name).load()
+    except TorchFileError:  # a refused global: a hostile first pickle is reported as such
+        raise
+    except Exception:  # noqa: BLE001 - any other failure means "not this format"
         magic = None
-    if magic != _LEGACY_MAGIC:
+    if type(magic) is not int or magic != _LEGACY_MAGIC:
         raise TorchFileError(
             f"{name}: not a PyTorch file (neither a zip archive nor the legacy magic number)."
         )
-    protocol = pickle.Unpickler(stream).load()
-    if protocol != _LEGACY_PROTOCOL:
+    protocol = _header_unpickler(stream, name).load_or_raise("the legacy protocol version")
+    if type(protocol) is not int or protocol != _LEGACY_PROTOCOL:
         raise TorchFileError(f"{name}: unsupported legacy protocol version {protocol!r}.")
-    sys_info = pickle.Unpickler(stream).load()
-    little = bool(sys_info.get("little_endian", True)) if isinstance(sys_info, dict) else True
+    sys_info = _header_unpickler(stream, name).load_or_raise("the legacy sys_info")
+    if not isinstance(sys_info, dict) or not isinstance(sys_info.get("little_endian", True), bool):
+        raise TorchFileError(
+            f"{name}: the legacy sys_info is {type(sys_info).__name__} {repr(sys_info)[:60]}, "
+            "not a dict with a bool little_endian; the file is corrupt."
+        )
+    little = sys_info.get("little_endian", True)
 
     refs = {}
 
@@ -332,8 +355,13 @@ def _load_legacy(data, name):
         return root
 
     # The object is unpickled straight from the shared stream so the position advances.
-    obj = _StreamUnpickler(stream, name, persistent_load).load()
-    keys = pickle.Unpickler(stream).load()
+    obj = _Unpickler(stream, name, persistent_load).load_or_raise("the legacy object pickle")
+    keys = _header_unpickler(stream, name).load_or_raise("the legacy storage keys")
+    if not isinstance(keys, list) or not all(isinstance(k, (str, int)) for k in keys):
+        raise TorchFileError(
+            f"{name}: the legacy storage keys are {type(keys).__name__} {repr(keys)[:60]}, not a "
+            "list of str; the file is corrupt."
+        )
     arrays = {}
     for key in keys:
         key = str(key)
@@ -362,15 +390,6 @@ def _load_legacy(data, name):
     return _materialize(obj, storages, name)
 
 
-class _StreamUnpickler(_Unpickler):
-    """Like ``_Unpickler`` but reads from an existing stream (the legacy format is sequential)."""
-
-    def __init__(self, stream, source, persistent_load_fn):
-        pickle.Unpickler.__init__(self, stream, encoding="utf-8")
-        self._source = source
-        self._persistent_load_fn = persistent_load_fn
-
-
 def load(source):
     """Loads a PyTorch file (zip or legacy format) without torch.
 
@@ -382,12 +401,21 @@ def load(source):
       state dict, a ``TorchScriptObject`` tree for a TorchScript archive.
 
     Raises:
-      TorchFileError: the input is not a PyTorch file or uses an unsupported feature.
+      TorchFileError: the input is not a PyTorch file, is corrupt or truncated, uses an
+        unsupported feature, or its pickle names a global outside the allow-list.
     """
     data, name = _open_source(source)
-    if data[:4] == b"PK\x03\x04":
-        return _load_zip(data, name)
-    return _load_legacy(data, name)
+    try:
+        if data[:4] == b"PK\x03\x04":
+            return _load_zip(data, name)
+        return _load_legacy(data, name)
+    except errors.UserError:
+        raise
+    except Exception as e:  # noqa: BLE001 - a corrupt zip or tensor record, never a raw traceback
+        raise TorchFileError(
+            f"{name}: cannot read this PyTorch file ({safe_pickle.describe(e)}); it is corrupt or "
+            "truncated."
+        ) from None
 
 
 def named_arrays(tree, prefix=""):
