@@ -9,7 +9,11 @@ setuptools.setup(
         "MSMT-GAN, DM-GAN and AttnGAN text-to-image synthesis in TensorFlow 2 / "
         "Keras 3, with the official-Inception FID offline."
     ),
-    packages=setuptools.find_packages(include=["msmt_tf", "msmt_tf.*"]),
+    # The presets of --preset=NAME (msmt_tf.cli.flagfiles): flags/ of the repository, installed
+    # as the data-only package msmt_tf/presets.
+    packages=setuptools.find_packages(include=["msmt_tf", "msmt_tf.*"]) + ["msmt_tf.presets"],
+    package_dir={"msmt_tf.presets": "flags"},
+    package_data={"msmt_tf.presets": ["*.flags", "*/*.flags"]},
     python_requires=">=3.10",
     install_requires=[
         "keras>=3.10",

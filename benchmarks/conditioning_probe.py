@@ -13,9 +13,9 @@ fraction of images whose conditional logit prefers the true caption and the mean
 import sys
 
 import numpy as np
-from absl import app, flags
+from absl import flags
 
-from msmt_tf.cli import onednn
+from msmt_tf.cli import entry, onednn
 
 onednn.enable_onednn()
 import tensorflow as tf  # noqa: E402
@@ -86,4 +86,4 @@ def main(argv):
 
 if __name__ == "__main__":
     flags.mark_flag_as_required("run")
-    app.run(main)
+    entry.run(main)

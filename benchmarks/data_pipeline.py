@@ -1,8 +1,9 @@
 """Input-pipeline throughput (examples/s at batch 20); prints one figure per line.
 
-    TF_CPP_MIN_LOG_LEVEL=2 python benchmarks/data_pipeline.py [--images=400] [--epochs=3]
+    python benchmarks/data_pipeline.py [--images=400] [--epochs=3]
 
-1. shapes at 64 px (a generated 2,000 + 200 image set, one 64 px stage);
+1. shapes at 64 px (a generated --shapes_train + --shapes_test image set of the full shapes
+   setting, one 64 px stage);
 2. a CUB-format tree of 500 x 375 JPEGs with bounding boxes, 3 stages (64/128/256 px).
 Data are written to a temporary directory and deleted afterwards. The first epoch (graph
 building, file cache warm-up) is not timed. The CPU time per example (all threads of the
@@ -17,11 +18,12 @@ import tempfile
 import time
 
 import numpy as np
-from absl import app, flags
+from absl import flags
 from PIL import Image
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from msmt_tf.cli import entry  # noqa: E402
 from msmt_tf.data import attngan_format as fmt  # noqa: E402
 from msmt_tf.data import pipeline, shapes  # noqa: E402
 from msmt_tf.data.config import DataConfig  # noqa: E402
@@ -29,6 +31,8 @@ from msmt_tf.data.config import DataConfig  # noqa: E402
 flags.DEFINE_integer("images", 400, "JPEGs in the CUB-format tree.")
 flags.DEFINE_integer("epochs", 3, "Timed epochs.")
 flags.DEFINE_integer("batch_size", 20, "Batch size.")
+flags.DEFINE_integer("shapes_train", 2000, "Generated shapes training images.")
+flags.DEFINE_integer("shapes_test", 200, "Generated shapes test images.")
 FLAGS = flags.FLAGS
 
 
@@ -86,15 +90,21 @@ def main(argv):
     tmp = tempfile.mkdtemp(prefix="msmt_bench_")
     try:
         shapes_dir = os.path.join(tmp, "shapes")
-        cfg = DataConfig(data_dir=shapes_dir, shapes_num_train=2000, shapes_num_test=200,
-                         stages=1, shapes_max_objects=3, shapes_textured=0.4)
-        shapes.ensure_generated(shapes_dir, 0, 2000, 200, 64, max_objects=3, textured=0.4)
+        # The full shapes set (flags/shapes.flags): 1-3 objects of 7 shapes x 9 colours on a grid.
+        cfg = DataConfig(data_dir=shapes_dir, shapes_num_train=FLAGS.shapes_train,
+                         shapes_num_test=FLAGS.shapes_test, stages=1, shapes_max_objects=3,
+                         shapes_textured=0.4, shapes_layout="grid",
+                         shapes_names=",".join(shapes.SHAPES),
+                         shapes_colours=",".join(shapes.COLOURS))
+        shapes.ensure_generated(shapes_dir, cfg.shapes_seed, cfg.shapes_num_train,
+                                cfg.shapes_num_test, cfg.shapes_size, max_objects=3,
+                                textured=0.4, layout="grid")
         rate, cpu = _rate(cfg, FLAGS.epochs, FLAGS.batch_size)
         print(f"shapes_64px_examples_per_s: {rate:.1f}")
         print(f"shapes_64px_cpu_ms_per_example: {cpu:.2f}")
         cub_dir = os.path.join(tmp, "birds")
         _cub_tree(cub_dir, FLAGS.images)
-        cfg = DataConfig(dataset="cub", data_dir=cub_dir, stages=3)
+        cfg = DataConfig(dataset="cub", data_dir=cub_dir, stages=3, mismatch_swap=0.0)
         rate, cpu = _rate(cfg, FLAGS.epochs, FLAGS.batch_size)
         print(f"cub_jpeg_256px_3stages_examples_per_s: {rate:.1f}")
         print(f"cub_jpeg_256px_3stages_cpu_ms_per_example: {cpu:.2f}")
@@ -104,4 +114,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    entry.run(main)

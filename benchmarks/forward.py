@@ -15,8 +15,9 @@ import statistics
 import time
 
 import tensorflow as tf
-from absl import app, flags
+from absl import flags
 
+from msmt_tf.cli import entry
 from msmt_tf.models.config import ModelConfig
 from msmt_tf.models.generator import build_generator
 from msmt_tf.models.param_count import dummy_generator_inputs
@@ -75,4 +76,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    entry.run(main)

@@ -32,6 +32,8 @@ sys.path.insert(0, ROOT)
 
 from absl import app, flags  # noqa: E402
 
+from msmt_tf.cli import entry  # noqa: E402
+
 flags.DEFINE_integer("batch_size", 50, "Images per batch.")
 flags.DEFINE_integer("batches", 3, "Timed batches per variant.")
 flags.DEFINE_integer("image_size", 256, "Input side (resized to 299 inside).")
@@ -126,4 +128,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    entry.run(main)

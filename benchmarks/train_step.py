@@ -15,9 +15,9 @@ import sys
 import time
 
 import numpy as np
-from absl import app, flags
+from absl import flags
 
-from msmt_tf.cli import common, onednn
+from msmt_tf.cli import common, entry, onednn
 
 onednn.enable_onednn()  # as the entry points; TF_ENABLE_ONEDNN_OPTS=0 compares without
 import tensorflow as tf  # noqa: E402
@@ -99,4 +99,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    entry.run(main)

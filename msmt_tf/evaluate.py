@@ -19,7 +19,7 @@ import sys
 from absl import app, flags, logging
 
 from msmt_tf import configlib
-from msmt_tf.cli import common, flagutil, onednn
+from msmt_tf.cli import common, entry, flagutil
 from msmt_tf.evaluation.config import EvalConfig
 
 FLAGS = flags.FLAGS
@@ -86,27 +86,10 @@ def _summary(result):
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments {argv[1:]}; use flags (--run_dir, --checkpoint).")
-    onednn.enable_onednn()  # first, before anything imports TensorFlow
-    from msmt_tf.data.errors import DataError
-    from msmt_tf.evaluation.attribute_classifier import AttributeClassifierError
-    from msmt_tf.evaluation.evaluator import EvaluationError
-    from msmt_tf.evaluation.fid import FIDError
-    from msmt_tf.evaluation.inception_weights import InceptionWeightsError
-
-    errors = (configlib.ConfigError, DataError, EvaluationError, FIDError, InceptionWeightsError,
-              AttributeClassifierError)
-    try:
-        from msmt_tf.training.restore import RestoreError
-        errors += (RestoreError,)
-    except ImportError:  # pragma: no cover - the training package is optional here
-        pass
-    try:
-        eval_cfg = flagutil.from_flags(EvalConfig)
-        if not FLAGS.run_dir and not eval_cfg.checkpoint:
-            raise configlib.ConfigError("give --run_dir (a training run) or --checkpoint.")
-        path, result = evaluate_run(eval_cfg, run_dir=FLAGS.run_dir)
-    except errors as e:
-        raise SystemExit(f"Error: {e}") from None
+    eval_cfg = flagutil.from_flags(EvalConfig)
+    if not FLAGS.run_dir and not eval_cfg.checkpoint:
+        raise configlib.ConfigError("give --run_dir (a training run) or --checkpoint.")
+    path, result = evaluate_run(eval_cfg, run_dir=FLAGS.run_dir)
     for metric, reason in result["skipped"].items():
         logging.info("%s skipped: %s", metric, reason)
     print(f"{_summary(result)}", file=sys.stderr)
@@ -120,7 +103,7 @@ def define_flags():
 
 def run():
     define_flags()
-    app.run(main)
+    entry.run(main, onednn=True)
 
 
 if __name__ == "__main__":

@@ -12,12 +12,11 @@ AttnGAN layout in ``DIR/prepared``. ``--tfrecord`` also writes sharded TFRecords
 """
 
 import os
-import sys
 
-from absl import app, flags, logging
+from absl import flags
 
 from msmt_tf import configlib
-from msmt_tf.cli import flagutil
+from msmt_tf.cli import entry, flagutil
 from msmt_tf.data import attngan_format, dataset, folder
 from msmt_tf.data.config import DataConfig
 from msmt_tf.data.errors import DataError
@@ -73,20 +72,15 @@ def load_vocab(path):
 
 def main(argv):
     del argv
-    try:
-        cfg = flagutil.from_flags(DataConfig)
-        summary = prepare(cfg, FLAGS.tfrecord, FLAGS.vocab_from, FLAGS.tfrecord_shard_size)
-    except (DataError, configlib.ConfigError) as e:
-        logging.error("%s", e)
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
+    cfg = flagutil.from_flags(DataConfig)
+    summary = prepare(cfg, FLAGS.tfrecord, FLAGS.vocab_from, FLAGS.tfrecord_shard_size)
     for k, v in summary.items():
         print(f"{k}: {v}")
 
 
 def run():
     """Console-script entry point (``msmt-prepare-data``)."""
-    app.run(main)
+    entry.run(main)
 
 
 if __name__ == "__main__":

@@ -17,8 +17,7 @@ import sys
 
 from absl import app, flags
 
-from msmt_tf import configlib
-from msmt_tf.cli import flagutil, onednn
+from msmt_tf.cli import entry, flagutil
 from msmt_tf.inference_config import SampleConfig
 
 FLAGS = flags.FLAGS
@@ -36,18 +35,10 @@ def define_flags(flag_values=FLAGS):
 def main(argv, flag_values=FLAGS):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments {argv[1:]}; give captions with --text.")
-    onednn.enable_onednn()  # before TensorFlow is imported
+    cfg = flagutil.from_flags(SampleConfig, flag_values)  # a bad flag fails before TensorFlow
     from msmt_tf import sampling
-    from msmt_tf.models.damsm import DAMSMLoadError
-    from msmt_tf.training.restore import RestoreError
 
-    try:
-        cfg = flagutil.from_flags(SampleConfig, flag_values)
-        out_dir, samples, _ = sampling.sample_run(cfg)
-    except (configlib.ConfigError, sampling.SamplingError, RestoreError, DAMSMLoadError) as e:
-        raise SystemExit(f"Error: {e}") from None
-    except OSError as e:  # e.g. a DAMSM directory or --out that cannot be read or written
-        raise SystemExit(f"Error: {e}") from None
+    out_dir, samples, _ = sampling.sample_run(cfg)
     enc = samples.encoded
     for i, caption in enumerate(enc.captions):
         notes = []
@@ -67,7 +58,7 @@ def main(argv, flag_values=FLAGS):
 
 def run():
     define_flags()
-    app.run(main)
+    entry.run(main, onednn=True)
 
 
 if __name__ == "__main__":

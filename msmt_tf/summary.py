@@ -5,9 +5,9 @@
 The `total` line is Table 2's definition: generator + text encoder.
 """
 
-from absl import app, flags
+from absl import flags
 
-from msmt_tf.cli import common
+from msmt_tf.cli import common, entry
 
 common.define_all_flags()
 flags.DEFINE_integer("vocab_size", 5450, "Vocabulary size for the text encoder (CUB: 5,450).")
@@ -26,7 +26,7 @@ def main(argv):
 
 
 def run():
-    app.run(main)
+    entry.run(main)
 
 
 if __name__ == "__main__":

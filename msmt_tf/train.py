@@ -7,19 +7,13 @@ Prepares the data, pretrains the DAMSM encoders if --damsm_dir has none, then tr
 resumes) the run in --run_dir (default runs/<dataset>_<preset>). See docs/training.md.
 """
 
-import logging
-
-from absl import app
-
-from msmt_tf.cli import common, onednn
+from msmt_tf.cli import common, entry
 
 common.define_all_flags()
 
 
 def main(argv):
     del argv
-    onednn.enable_onednn()  # before TensorFlow is imported: 1.7x faster CPU steps
-    logging.getLogger().setLevel(logging.INFO)
     from msmt_tf.training import runner
 
     configs = common.configs_from_flags()
@@ -27,7 +21,7 @@ def main(argv):
 
 
 def run():
-    app.run(main)
+    entry.run(main, onednn=True)  # oneDNN: 1.7x faster CPU steps
 
 
 if __name__ == "__main__":

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from absl import flags
 
-from msmt_tf import configlib
+from msmt_tf import configlib, errors
 from msmt_tf import fid as fid_tool
 from msmt_tf.cli import flagutil
 from msmt_tf.evaluation import fid as fid_lib
@@ -45,17 +45,18 @@ def test_flags_and_validation():
 
 
 def test_bad_path_is_one_line(tmp_path):
-    with pytest.raises(SystemExit, match="nothing: no such file or directory .expected an image"):
+    with pytest.raises(fid_lib.FIDError,
+                       match="nothing: no such file or directory .expected an image"):
         fid_tool.compute([str(tmp_path / "nothing"), str(tmp_path)], fid_tool.FIDToolConfig())
     (tmp_path / "x.txt").write_text("x")
     with pytest.raises(
-        SystemExit,
+        fid_lib.FIDError,
         match=r"x.txt: not an image folder, a TTUR .npz statistics file, a run directory "
         r"\(with config.json\) or a checkpoint prefix",
     ):
         fid_tool.compute([str(tmp_path / "x.txt")], fid_tool.FIDToolConfig())
     # A checkpoint prefix whose .index does not exist is a missing path, not a folder.
-    with pytest.raises(SystemExit, match="ckpt-99: no such file or directory"):
+    with pytest.raises(fid_lib.FIDError, match="ckpt-99: no such file or directory"):
         fid_tool.compute([str(tmp_path / "checkpoints" / "ckpt-99")], fid_tool.FIDToolConfig())
 
 
@@ -358,7 +359,7 @@ def test_generator_source_errors(run_with_data, tmp_path, monkeypatch):
 
 
 def test_cli_errors_are_one_line(run_with_data, tmp_path, monkeypatch):
-    """``main`` turns library errors into one ``Error: ...`` line (no traceback)."""
+    """``main`` raises user errors (``msmt_tf.cli.entry`` prints them as one ``Error:`` line)."""
     import shutil
 
     bad = tmp_path / "bad.txt"
@@ -366,10 +367,10 @@ def test_cli_errors_are_one_line(run_with_data, tmp_path, monkeypatch):
     monkeypatch.setattr(fid_lib, "FeatureExtractor", lambda *a, **k: _CountingExtractor())
     monkeypatch.setattr(flagutil, "from_flags", lambda cls: cls(captions=str(bad)))
     run = run_with_data.run_dir
-    with pytest.raises(SystemExit, match=r"^Error: --captions=.*bad.txt, line 1: 'qqq'"):
+    with pytest.raises(errors.UserError, match=r"^--captions=.*bad.txt, line 1: 'qqq'"):
         fid_tool.main(["prog", run, run])
     fresh = tmp_path / "fresh_run"
     fresh.mkdir()
     shutil.copy(os.path.join(run, "config.json"), fresh / "config.json")
-    with pytest.raises(SystemExit, match=r"^Error: --run_dir=.*fresh_run has no checkpoint yet"):
+    with pytest.raises(errors.UserError, match=r"^--run_dir=.*fresh_run has no checkpoint yet"):
         fid_tool.main(["prog", str(fresh), run])

@@ -6,18 +6,19 @@ import os
 import pytest
 from absl import flags
 
-from msmt_tf.cli import common, flagutil
+from msmt_tf.cli import common, entry, flagutil
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FLAGFILES = sorted(glob.glob(os.path.join(ROOT, "flags", "**", "*.flags"), recursive=True))
 
 
 def _parse(flagfile, monkeypatch):
-    monkeypatch.chdir(ROOT)  # nested --flagfile paths are relative to the repository root
+    # Nested --flagfile paths are relative to the file naming them: parse from elsewhere.
+    monkeypatch.chdir(os.path.dirname(ROOT))
     fv = flags.FlagValues()
     for _, cls in common.config_classes():
         flagutil.define_flags(cls, fv)
-    fv(["prog", f"--flagfile={os.path.relpath(flagfile, ROOT)}"])
+    entry.parse(["prog", f"--flagfile={flagfile}"], fv)
     built = {name: flagutil.from_flags(cls, fv) for name, cls in common.config_classes()}
     return common.Configs(**built)
 

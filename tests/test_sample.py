@@ -13,6 +13,7 @@ import tensorflow as tf
 from absl import flags
 from PIL import Image
 
+from msmt_tf import errors
 from msmt_tf import sample as sample_cli
 from msmt_tf import sampling
 from msmt_tf.data import pipeline
@@ -171,21 +172,22 @@ def test_cli_checkpoint_and_default_out(tiny_run, tiny_inference, monkeypatch):
 
 
 @pytest.mark.parametrize("args,message", [
-    (["--text=a zzz bird", "--unknown=error"], r"Error: caption 0 'a zzz bird' has words not "
+    (["--text=a zzz bird", "--unknown=error"], r"^caption 0 'a zzz bird' has words not "
                                                 r"in the vocabulary: zzz"),
-    (["--text=a bird", "--text=zzz qqq"], r"Error: caption 1 'zzz qqq' has no word of the "
+    (["--text=a bird", "--text=zzz qqq"], r"^caption 1 'zzz qqq' has no word of the "
                                           r"vocabulary \(unknown words: zzz, qqq\)"),
-    ([], r"Error: give at least one --text"),
-    (["--captions_file=/nonexistent/caps.txt"], r"Error: --captions_file=/nonexistent/caps.txt: "
+    ([], r"^give at least one --text"),
+    (["--captions_file=/nonexistent/caps.txt"], r"^--captions_file=/nonexistent/caps.txt: "
                                                 "no such file"),
 ])
 def test_cli_errors(args, message, tiny_run, tiny_inference, monkeypatch):
-    with pytest.raises(SystemExit, match=message):
+    """User errors (printed as one ``Error:`` line by ``msmt_tf.cli.entry``)."""
+    with pytest.raises(errors.UserError, match=message):
         _run_cli([f"--run_dir={tiny_run.run_dir}", *args], monkeypatch, tiny_inference)
 
 
 def test_cli_run_dir_errors(tmp_path, monkeypatch):
-    with pytest.raises(SystemExit, match=r"Error: give --run_dir"):
+    with pytest.raises(errors.UserError, match=r"^give --run_dir"):
         _run_cli(["--text=a bird"], monkeypatch)
-    with pytest.raises(SystemExit, match=rf"Error: --run_dir={tmp_path} has no config.json"):
+    with pytest.raises(errors.UserError, match=rf"^--run_dir={tmp_path} has no config.json"):
         _run_cli([f"--run_dir={tmp_path}", "--text=a bird"], monkeypatch)

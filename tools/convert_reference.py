@@ -10,31 +10,25 @@
       --out=runs/cub_dmgan_released
 
 Then ``python -m msmt_tf.evaluate --run_dir=runs/cub_dmgan_released`` or
-``python -m msmt_tf.sample --run_dir=...``. ``--preset`` reads ``flags/<preset>.flags`` (any other
-flag given on the command line wins); ``--flagfile=...`` works as for every entry point.
+``python -m msmt_tf.sample --run_dir=...``. ``--preset=NAME`` reads the shipped ``flags/NAME.flags``
+(``attngan_cub``, ``dmgan_cub``, ``attngan_coco``, ``dmgan_coco`` for the released models; any other
+flag given on the command line wins), as for every entry point (``msmt_tf.cli.flagfiles``).
 ``--mask_row_quirk`` and ``--damsm_resize=align_corners`` reproduce the behaviours the released
-weights were trained with (facts §10.1, §3); without them the converted model uses the fixed
+weights were trained with; without them the converted model uses the fixed
 mask and half-pixel resizing. ``--image_encoder`` defaults to the ``--text_encoder`` path with
 ``text_encoder`` replaced by ``image_encoder``, as the references derive it. torch is not needed.
 """
 
-import logging
 import os
 import sys
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
+from absl import app, flags, logging
 
-from absl import app, flags  # noqa: E402
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from msmt_tf import configlib  # noqa: E402
-from msmt_tf.cli import common  # noqa: E402
-
-PRESETS = ("attngan_cub", "dmgan_cub", "attngan_coco", "dmgan_coco")
+from msmt_tf.cli import common, entry  # noqa: E402
 
 common.define_all_flags()
-flags.DEFINE_enum("preset", None, list(PRESETS),
-                  "Reference model: reads flags/<preset>.flags before the other flags.")
 flags.DEFINE_string("text_encoder", None, "Released text_encoder*.pth (RNN_ENCODER).")
 flags.DEFINE_string("image_encoder", None,
                     "Released image_encoder*.pth (CNN_ENCODER); default: --text_encoder with "
@@ -45,47 +39,9 @@ flags.DEFINE_string("captions_pickle", None,
 FLAGS = flags.FLAGS
 
 
-def preset_args(name, root=ROOT):
-    """The flag lines of ``flags/<name>.flags``, nested ``--flagfile`` lines expanded (paths
-    relative to the repository root, so the tool runs from any directory)."""
-
-    def expand(path):
-        out = []
-        with open(path, encoding="utf-8") as f:
-            for line in f:
-                line = line.strip()
-                if not line or line.startswith("#"):
-                    continue
-                if line.startswith("--flagfile="):
-                    nested = line.split("=", 1)[1]
-                    if not os.path.isabs(nested):
-                        nested = os.path.join(root, nested)
-                    out.extend(expand(nested))
-                else:
-                    out.append(line)
-        return out
-
-    return expand(os.path.join(root, "flags", f"{name}.flags"))
-
-
-def with_preset(argv):
-    """Inserts the preset's flags right after the program name (later flags override them)."""
-    for i, arg in enumerate(argv[1:], start=1):
-        name = None
-        if arg.startswith("--preset="):
-            name = arg.split("=", 1)[1]
-        elif arg == "--preset" and i + 1 < len(argv):
-            name = argv[i + 1]
-        if name in PRESETS:
-            return argv[:1] + preset_args(name) + argv[1:]
-    return argv
-
-
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments {argv[1:]}; use flags.")
-    logging.getLogger().setLevel(logging.INFO)
-    from msmt_tf.data.errors import DataError
     from msmt_tf.interop import reference
 
     required = ("text_encoder", "netG", "captions_pickle", "out")
@@ -96,19 +52,16 @@ def main(argv):
         "text_encoder", "image_encoder")
     if image_encoder == FLAGS.text_encoder:
         raise app.UsageError("give --image_encoder (it cannot be derived from --text_encoder).")
-    try:
-        configs = common.configs_from_flags()
-        if not configs.model.mask_row_quirk or configs.damsm.damsm_resize != "align_corners":
-            logging.warning(
-                "Converting with --mask_row_quirk=%s --damsm_resize=%s; the released weights were "
-                "trained with --mask_row_quirk --damsm_resize=align_corners.",
-                configs.model.mask_row_quirk, configs.damsm.damsm_resize)
-        reference.convert_reference(
-            configs, FLAGS.out, text_encoder=FLAGS.text_encoder, image_encoder=image_encoder,
-            netg=FLAGS.netG, captions_pickle=FLAGS.captions_pickle, log=print)
-    except (reference.ConversionError, DataError, configlib.ConfigError) as e:
-        raise SystemExit(f"Error: {e}") from None
+    configs = common.configs_from_flags()
+    if not configs.model.mask_row_quirk or configs.damsm.damsm_resize != "align_corners":
+        logging.warning(
+            "Converting with --mask_row_quirk=%s --damsm_resize=%s; the released weights were "
+            "trained with --mask_row_quirk --damsm_resize=align_corners.",
+            configs.model.mask_row_quirk, configs.damsm.damsm_resize)
+    reference.convert_reference(
+        configs, FLAGS.out, text_encoder=FLAGS.text_encoder, image_encoder=image_encoder,
+        netg=FLAGS.netG, captions_pickle=FLAGS.captions_pickle, log=print)
 
 
 if __name__ == "__main__":
-    app.run(main, argv=with_preset(sys.argv))
+    entry.run(main)

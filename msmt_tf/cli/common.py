@@ -26,8 +26,8 @@ def config_classes():
 
 def define_all_flags():
     """Defines the flags of every config class (idempotent)."""
-    for _, cls in config_classes():
-        flagutil.define_flags(cls)
+    for attr, cls in config_classes():
+        flagutil.define_flags(cls, group=attr)
 
 
 class Configs:

@@ -1,7 +1,8 @@
 """absl flags <-> frozen config dataclasses. Imported only by entry points.
 
 ``define_flags(ConfigClass)`` defines one absl flag per dataclass field (name, default, help,
-choices all come from the dataclass), and ``from_flags(ConfigClass)`` builds the frozen,
+choices all come from the dataclass; ``--help`` lists them under the class's group, see
+``group_module``), and ``from_flags(ConfigClass)`` builds the frozen,
 validated object from the parsed flags. Several config classes may share a field name (for
 example ``seed``); the flag is defined once and feeds every class that has the field.
 """
@@ -29,9 +30,32 @@ def _base_type(tp):
     return tp, False
 
 
-def define_flags(config_cls, flag_values=FLAGS):
-    """Defines an absl flag for each field of ``config_cls`` not yet defined."""
+GROUP_SUFFIX = " flags"
+
+
+def group_name(config_cls):
+    """``DataConfig`` -> ``"data"``: the heading of the class's flags in ``--help``."""
+    name = config_cls.__name__
+    return (name[: -len("Config")] if name.endswith("Config") else name).lower()
+
+
+def group_module(group):
+    """The absl "module name" the flags of ``group`` are registered under (``"data flags"``).
+
+    absl lists flags by defining module; naming the group instead of ``msmt_tf.cli.flagutil``
+    (which calls ``DEFINE_*``) makes ``--help`` and ``--helpfull`` show one section per config.
+    """
+    return group + GROUP_SUFFIX
+
+
+def define_flags(config_cls, flag_values=FLAGS, group=None):
+    """Defines an absl flag for each field of ``config_cls`` not yet defined.
+
+    The flags are listed under ``group`` (default ``group_name(config_cls)``) in ``--help``.
+    """
     hints = typing.get_type_hints(config_cls)
+    module = group_module(group or group_name(config_cls))
+    kw = {"flag_values": flag_values, "module_name": module}
     for f in dataclasses.fields(config_cls):
         if f.name in flag_values:
             continue
@@ -40,22 +64,18 @@ def define_flags(config_cls, flag_values=FLAGS):
         default = f.default
         choices = f.metadata.get("choices")
         if tp is bool:
-            flags.DEFINE_bool(f.name, default, help_text, flag_values=flag_values)
+            flags.DEFINE_bool(f.name, default, help_text, **kw)
         elif choices is not None and tp is str:
-            flags.DEFINE_enum(f.name, default, list(choices), help_text, flag_values=flag_values)
+            flags.DEFINE_enum(f.name, default, list(choices), help_text, **kw)
         elif tp is int:
-            flags.DEFINE_integer(f.name, default, help_text, flag_values=flag_values)
+            flags.DEFINE_integer(f.name, default, help_text, **kw)
         elif tp is float:
-            flags.DEFINE_float(f.name, default, help_text, flag_values=flag_values)
+            flags.DEFINE_float(f.name, default, help_text, **kw)
         elif tp is tuple:
             flags.DEFINE_list(
-                f.name,
-                None if default is None else [str(v) for v in default],
-                help_text,
-                flag_values=flag_values,
-            )
+                f.name, None if default is None else [str(v) for v in default], help_text, **kw)
         else:
-            flags.DEFINE_string(f.name, default, help_text, flag_values=flag_values)
+            flags.DEFINE_string(f.name, default, help_text, **kw)
 
 
 def from_flags(config_cls, flag_values=FLAGS, **overrides):

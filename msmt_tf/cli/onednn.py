@@ -6,8 +6,9 @@ is developed on, oneDNN makes the FID Inception about 30% faster
 (``benchmarks/inception_throughput.py``, pool_3 features within 1e-5 of the default kernels)
 and the quickstart GAN step 1.7x faster (``benchmarks/train_step.py``: 0.58 s vs 0.98 s).
 So the entry points (``train``, ``pretrain_damsm``, ``evaluate``, ``tools/fid.py``,
-``sample``) call ``enable_onednn`` before they import TensorFlow; a user who sets
-the variable (``TF_ENABLE_ONEDNN_OPTS=0``) keeps their choice.
+``sample``) call ``enable_onednn`` before they import TensorFlow (``msmt_tf.cli.entry.run(main,
+onednn=True)``, before ``main`` runs); a user who sets the variable
+(``TF_ENABLE_ONEDNN_OPTS=0``) keeps their choice.
 """
 
 import os

@@ -12,8 +12,7 @@ Signatures ``generate(captions, noise)``, ``generate_seeded(captions, seed)``,
 
 from absl import app, flags
 
-from msmt_tf import configlib
-from msmt_tf.cli import flagutil
+from msmt_tf.cli import entry, flagutil
 from msmt_tf.inference_config import ExportConfig
 
 FLAGS = flags.FLAGS
@@ -26,16 +25,10 @@ def define_flags(flag_values=FLAGS):
 def main(argv, flag_values=FLAGS):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments {argv[1:]}; use flags (--run_dir, --out).")
+    cfg = flagutil.from_flags(ExportConfig, flag_values)  # a bad flag fails before TensorFlow
     from msmt_tf.export import saved_model
-    from msmt_tf.models.damsm import DAMSMLoadError
-    from msmt_tf.training.restore import RestoreError
 
-    try:
-        cfg = flagutil.from_flags(ExportConfig, flag_values)
-        info = saved_model.export_run(cfg)
-    except (configlib.ConfigError, saved_model.ExportError, RestoreError, DAMSMLoadError,
-            OSError) as e:
-        raise SystemExit(f"Error: {e}") from None
+    info = saved_model.export_run(cfg)
     print(f"Wrote the SavedModel of {info['checkpoint']} ({info['preset']}, "
           f"{info['image_size']} px, {info['vocab_size']} words) to {cfg.out}; signatures: "
           f"{', '.join(info['signatures'])}")
@@ -43,7 +36,7 @@ def main(argv, flag_values=FLAGS):
 
 def run():
     define_flags()
-    app.run(main)
+    entry.run(main)
 
 
 if __name__ == "__main__":

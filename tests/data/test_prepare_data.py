@@ -9,7 +9,7 @@ import sys
 import pytest
 from absl import flags
 
-from msmt_tf import configlib
+from msmt_tf import configlib, errors
 from msmt_tf.cli import flagutil
 from msmt_tf.data.config import DataConfig
 from msmt_tf.prepare_data import prepare
@@ -18,7 +18,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 
 
 def _run(*args, cwd):
-    env = dict(os.environ, PYTHONPATH=REPO, TF_CPP_MIN_LOG_LEVEL="2")
+    env = dict(os.environ, PYTHONPATH=REPO)
     return subprocess.run([sys.executable, "-m", "msmt_tf.prepare_data", *args], cwd=cwd, env=env,
                           capture_output=True, text=True, timeout=300)
 
@@ -31,10 +31,9 @@ def test_cli_shapes_summary_and_missing_dir_error(tmp_path):
     assert lines["num_train"] == "12" and lines["num_test"] == "3"
     assert os.path.isfile(tmp_path / "data" / "shapes" / "meta.json")
     r = _run("--dataset=cub", "--data_dir=nowhere", cwd=tmp_path)
-    assert r.returncode == 2
-    errors = [line for line in r.stderr.split("\n") if line.startswith("error:")]
-    assert len(errors) == 1
-    assert "nowhere: dataset directory not found (--data_dir)" in errors[0]
+    assert r.returncode == errors.EXIT_CODE
+    assert r.stderr.startswith("Error: nowhere: dataset directory not found (--data_dir)")
+    assert len(r.stderr.splitlines()) == 1 and "Traceback" not in r.stderr
 
 
 def test_prepare_folder_with_tfrecords_and_vocab(tmp_path, helpers):
