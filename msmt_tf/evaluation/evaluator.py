@@ -23,6 +23,16 @@ be called many times. The protocol (``docs/metrics.md``, "Evaluation protocol"):
   Inception weights hash.
 * R-precision as DM-GAN with ``r_precision.py``; IS with the official graph only; attribute
   accuracy on ``shapes`` with ``attribute_classifier.py``.
+
+What a metric needs from the split (two images for a covariance, an image per R-precision
+fold, 99 captions of other classes per image, ten images for the IS splits, the shapes
+attribute files, ...) is checked by ``_plan`` *before* anything is generated. ``mode="strict"``
+(``python -m msmt_tf.evaluate``) stops with an ``EvaluationError`` naming the flag to change;
+``mode="adaptive"`` (the in-training evaluation) skips the metric with the reason in
+``result["skipped"]``, or shrinks a setting where the number stays comparable (fewer
+R-precision folds: same mean, only the spread changes) and records it in
+``protocol["adjusted"]``. KID subsets are ``min(--kid_subset_size, N_gen, N_ref)`` in both
+modes (KID is unbiased in the subset size); the size used is in the protocol.
 """
 
 import hashlib
@@ -43,6 +53,8 @@ from msmt_tf.evaluation import r_precision as rp_lib
 
 _log = logging.getLogger(__name__)
 
+MODES = ("strict", "adaptive")
+
 STATS_VERSION = 1
 LEGACY_RESIZE = ("legacy TF1 bilinear to 299x299 inside the Inception network "
                  "(align_corners=False, half_pixel_centers=False)")
@@ -50,6 +62,39 @@ LEGACY_RESIZE = ("legacy TF1 bilinear to 299x299 inside the Inception network "
 
 class EvaluationError(errors.UserError, RuntimeError):
     """The evaluation cannot run as configured; the message says what to do."""
+
+
+class _Plan:
+    """What ``_run`` computes, decided before generating: the metrics that run, their
+    (possibly shrunk) settings, ``skipped`` {metric: reason} and ``adjusted`` {metric: what
+    was changed and why}."""
+
+    def __init__(self, mode, eval_cfg):
+        self.mode = mode
+        self.run = set()
+        self.skipped = {}
+        self.adjusted = {}
+        self.r_folds = eval_cfg.r_folds
+        self.kid_subset_size = eval_cfg.kid_subset_size
+
+    def skip(self, metric, reason):
+        """A metric that does not apply here (both modes): skipped with the reason."""
+        self.run.discard(metric)
+        self.skipped[metric] = reason
+
+    def unmet(self, metric, need, fix, why=""):
+        """The split cannot support ``metric``: strict mode raises (``need``: ``fix``),
+        adaptive mode skips it with ``need`` (and ``why`` it is not shrunk) as the reason."""
+        if self.mode == "strict":
+            raise EvaluationError(f"{need}: {fix}.")
+        self.skip(metric, f"{need}; {why}" if why else need)
+
+    def shrink(self, metric, need, fix, change):
+        """A setting the split cannot support but that may be reduced without changing what
+        the number means: strict mode raises, adaptive mode records ``change``."""
+        if self.mode == "strict":
+            raise EvaluationError(f"{need}: {fix}.")
+        self.adjusted[metric] = f"{need}: {change}"
 
 
 # Re-exported: the generation path lives in ``generation.py`` (shared with tools/fid.py).
@@ -107,12 +152,21 @@ class Evaluator:
       split: a preloaded test ``Split`` (default ``load_split(data_cfg, "test")``).
       reference_images: real test images behind the FID/KID reference statistics (default:
         the whole test split; fewer for a quick in-training check).
+      mode: ``"strict"`` (default; ``python -m msmt_tf.evaluate``): a metric the split cannot
+        support stops the evaluation with an ``EvaluationError`` naming the flag to change;
+        ``"adaptive"`` (the in-training evaluation): it is skipped or shrunk, logged once, and
+        recorded in the result (see the module docstring).
     """
 
     def __init__(self, data_cfg, model_cfg, eval_cfg, text_encoder, image_encoder=None, vocab=None,
                  feature_extractor=None, attribute_classifier=None, split=None,
-                 reference_images=None):
+                 reference_images=None, mode="strict"):
         from msmt_tf.data import load_split
+
+        if mode not in MODES:
+            raise ValueError(f"Evaluator: mode={mode!r} is not one of {MODES}.")
+        self.mode = mode
+        self._reported = set()  # (metric, reason) already logged (adaptive mode logs once)
 
         self.data_cfg = data_cfg
         self.model_cfg = model_cfg
@@ -186,9 +240,15 @@ class Evaluator:
             "weights_sha256": self.weights_sha256,
         }
 
+    def reference_count(self, num_images=None):
+        """Real test images behind the reference statistics: ``num_images`` (default
+        ``reference_images``, else the whole split), at most the split."""
+        num_images = self.reference_images if num_images is None else num_images
+        return len(self.split) if num_images is None else min(int(num_images), len(self.split))
+
     def stats_path(self, num_images=None):
         """Path of the cached statistics of ``num_images`` real test images (default all)."""
-        n = len(self.split) if num_images is None else min(int(num_images), len(self.split))
+        n = len(self.split) if num_images is None else self.reference_count(num_images)
         key = self._stats_key(n)
         digest = hashlib.sha1(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
         name = f"{key['dataset']}_{key['split']}_{key['image_size']}px_n{n}_{digest}.npz"
@@ -257,9 +317,12 @@ class Evaluator:
             caps = [self._fit(c) for c in self.split.captions]
             feats = [self._encode_text(np.stack(caps[s : s + 500]))[1]
                      for s in range(0, len(caps), 500)]
-            classes = np.repeat(np.asarray(self.split.class_ids), self.split.captions_per_image)
-            self._candidates = (np.concatenate(feats), classes)
+            self._candidates = (np.concatenate(feats), self.candidate_classes())
         return self._candidates
+
+    def candidate_classes(self):
+        """The class of every test caption (caption j of image k at k * cpi + j)."""
+        return np.repeat(np.asarray(self.split.class_ids), self.split.captions_per_image)
 
     # ------------------------------------------------------------------ evaluation
     def _resolve(self, num_images, batch_size, seed, metrics):
@@ -268,8 +331,11 @@ class Evaluator:
         batch_size = int(cfg.eval_batch_size if batch_size is None else batch_size)
         seed = int(cfg.eval_seed if seed is None else seed)
         metrics = tuple(cfg.metrics if metrics is None else metrics)
-        if num_images < 2:
-            raise EvaluationError(f"--num_images={num_images}: need at least 2 images.")
+        # Adaptive mode scores what one image allows (R-precision); the metrics that need
+        # more are skipped by ``_plan``.
+        least = 2 if self.mode == "strict" else 1
+        if num_images < least:
+            raise EvaluationError(f"--num_images={num_images}: need at least {least} images.")
         return num_images, batch_size, seed, metrics
 
     def evaluate(self, generator, num_images=None, batch_size=None, seed=None, progress=None,
@@ -330,27 +396,116 @@ class Evaluator:
         return self._run(batches(), image_idx, num_images, batch_size, seed, metrics, progress,
                          None, "real test images")
 
+    # ------------------------------------------------------------------ requirements
+    def _plan(self, num_images, metrics, image_idx):
+        """Checks what every requested metric needs against the split, before generating.
+
+        Per metric: FID needs 2 generated and 2 reference images (a covariance); KID subsets
+        of ``min(--kid_subset_size, N_gen, N_ref) >= 2`` images (smaller than asked is
+        recorded: KID stays unbiased); IS the official softmax and 10 images (its 10 splits;
+        a split's score depends on its size, so fewer splits are not comparable); R-precision
+        the DAMSM image encoder, ``--r_negatives`` captions of other classes for every query
+        class (fewer negatives would inflate it: never shrunk) and an image per fold (fewer
+        folds keep the mean, so adaptive mode shrinks them); attribute accuracy the shapes
+        data and a classifier that passes ``--attr_min_accuracy``. See ``_Plan`` for what
+        strict and adaptive mode do with an unmet need.
+        """
+        cfg = self.eval_cfg
+        plan = _Plan(self.mode, cfg)
+        plan.run = set(metrics)
+        n_ref = self.reference_count()
+        more = "raise --num_images or leave {} out of --metrics"
+        if "fid" in plan.run:
+            if num_images < fid_lib.MIN_IMAGES:
+                plan.unmet("fid", f"FID needs at least {fid_lib.MIN_IMAGES} generated images for "
+                           f"a covariance, got {num_images}", more.format("fid"))
+            elif n_ref < fid_lib.MIN_IMAGES:
+                plan.unmet("fid", f"FID needs at least {fid_lib.MIN_IMAGES} real test images for "
+                           f"the reference covariance, the test split gives {n_ref}",
+                           "use a test split with more images or leave fid out of --metrics")
+        if "kid" in plan.run:
+            m = kid_lib.subset_size_for(cfg.kid_subset_size, num_images, n_ref)
+            if m < 2:
+                plan.unmet("kid", f"KID needs subsets of at least 2 images, but only {num_images} "
+                           f"generated and {n_ref} real test images are scored",
+                           more.format("kid"))
+            elif m < cfg.kid_subset_size:
+                plan.kid_subset_size = m
+                plan.adjusted["kid"] = (
+                    f"subsets of {m} images instead of --kid_subset_size={cfg.kid_subset_size} "
+                    f"({num_images} generated, {n_ref} real test images); KID is unbiased in "
+                    "the subset size, only its spread grows")
+        if "is" in plan.run:
+            if self.softmax() is None:
+                plan.skip("is", is_lib.SKIPPED_MESSAGE)
+            elif num_images < is_lib.SPLITS:
+                plan.unmet("is", f"the Inception Score needs at least {is_lib.SPLITS} images (its "
+                           f"{is_lib.SPLITS} splits), got {num_images}", more.format("is"),
+                           "fewer splits would not be comparable (a split's score depends on "
+                           "its size)")
+        if "r_precision" in plan.run:
+            self._plan_r_precision(plan, num_images, image_idx)
+        if "attributes" in plan.run:
+            if self.data_cfg.dataset != "shapes":
+                plan.skip("attributes", "attribute accuracy is defined only for --dataset=shapes "
+                          f"(this is --dataset={self.data_cfg.dataset})")
+            else:
+                from msmt_tf.evaluation.attribute_classifier import AttributeClassifierError
+
+                try:
+                    self.attribute_classifier()
+                except AttributeClassifierError as e:
+                    if self.mode == "strict":
+                        raise
+                    plan.skip("attributes", f"the attribute classifier is unavailable: {e}")
+        self._report(plan)
+        return plan
+
+    def _plan_r_precision(self, plan, num_images, image_idx):
+        cfg = self.eval_cfg
+        if self.image_encoder is None:
+            plan.skip("r_precision", "no DAMSM image encoder was given")
+            return
+        query_classes = np.asarray(self.split.class_ids)[image_idx]
+        short = rp_lib.negative_shortfall(query_classes, self.candidate_classes(), cfg.r_negatives)
+        if short:
+            c, available = min(short.items(), key=lambda kv: kv[1])
+            classes = len(np.unique(self.split.class_ids))
+            plural = "class" if classes == 1 else f"classes, {len(short)} of them short"
+            plan.unmet(
+                "r_precision",
+                f"R-precision needs --r_negatives={cfg.r_negatives} captions of other classes per "
+                f"image, but the test split ({len(self.split)} images, {classes} {plural}) has "
+                f"only {available} captions of classes other than class {c}",
+                "evaluate on a test split with more classes, lower --r_negatives (not comparable "
+                f"with the paper's 99) or leave r_precision out of --metrics",
+                "fewer negatives would inflate R-precision (not comparable with the paper's 99)")
+            return
+        if num_images < cfg.r_folds:
+            plan.shrink(
+                "r_precision", f"--num_images={num_images} < --r_folds={cfg.r_folds} (R-precision "
+                "needs at least one image per fold)",
+                "raise --num_images or lower --r_folds",
+                f"{num_images} folds; the mean over the same hits is unchanged, only the standard "
+                "deviation comes from fewer, smaller folds")
+            plan.r_folds = num_images
+
+    def _report(self, plan):
+        """Logs every skip and adjustment once per evaluator (periodic evaluations repeat them)."""
+        for kind, entries in (("skipped", plan.skipped), ("adjusted", plan.adjusted)):
+            for metric, reason in entries.items():
+                if (metric, reason) not in self._reported:
+                    self._reported.add((metric, reason))
+                    _log.warning("evaluation: %s %s: %s", metric, kind, reason)
+
+    # ------------------------------------------------------------------ scoring
     def _run(self, batches, image_idx, num_images, batch_size, seed, metrics, progress, save_dir,
              what):
         cfg = self.eval_cfg
         start = time.perf_counter()
-        skipped = {}
-        want_rp = "r_precision" in metrics
-        if want_rp and self.image_encoder is None:
-            skipped["r_precision"] = "no DAMSM image encoder was given"
-            want_rp = False
-        if want_rp and num_images < cfg.r_folds:
-            raise EvaluationError(f"--num_images={num_images} < --r_folds={cfg.r_folds}.")
-        want_is = "is" in metrics
-        if want_is and self.softmax() is None:
-            skipped["is"] = is_lib.SKIPPED_MESSAGE
-            want_is = False
-        want_attr = "attributes" in metrics
-        if want_attr and self.data_cfg.dataset != "shapes":
-            skipped["attributes"] = ("attribute accuracy is defined only for --dataset=shapes "
-                                     f"(this is --dataset={self.data_cfg.dataset})")
-            want_attr = False
-        want_features = bool({"fid", "kid"} & set(metrics)) or want_is
+        plan = self._plan(num_images, metrics, image_idx)
+        want_rp, want_is, want_attr = (m in plan.run for m in ("r_precision", "is", "attributes"))
+        want_features = bool({"fid", "kid", "is"} & plan.run)
         classifier = self.attribute_classifier() if want_attr else None
         if want_rp:
             cand_feats, cand_classes = self.candidate_sentences()
@@ -358,6 +513,9 @@ class Evaluator:
             negatives = rp_lib.sample_negatives(
                 query_classes, cand_classes, cfg.r_negatives,
                 seed=int(_rng(seed, _STREAMS["negatives"]).integers(2**31)))
+        generate = bool(plan.run) or bool(save_dir)
+        if not generate:  # every metric skipped: no images are generated
+            batches = ()
         if save_dir:
             from PIL import Image
 
@@ -384,32 +542,32 @@ class Evaluator:
                     Image.fromarray(images[k]).save(os.path.join(save_dir, f"{done + k:06d}_{key}.png"))
             done += b
             report(done, num_images)
-        if done != num_images:
+        if generate and done != num_images:
             raise EvaluationError(f"{what}: got {done} images instead of {num_images}.")
 
         result = {}
-        protocol = self._protocol(num_images, batch_size, seed, metrics, final_size)
+        protocol = self._protocol(num_images, batch_size, seed, metrics, final_size, plan)
         protocol["images"] = what
         if want_features:
             features = np.concatenate(features)
-        if "fid" in metrics or "kid" in metrics:
+        if "fid" in plan.run or "kid" in plan.run:
             mu_r, sigma_r, real_features, info = self.real_statistics(
                 self.reference_images, progress=progress)
             protocol["reference"] = info
             protocol["inception"]["weights_sha256"] = self.weights_sha256
-            if "fid" in metrics:
+            if "fid" in plan.run:
                 mu_g, sigma_g = fid_lib.feature_statistics(features)
                 result["fid"] = fid_lib.frechet_distance(mu_g, sigma_g, mu_r, sigma_r)
-            if "kid" in metrics:
+            if "kid" in plan.run:
                 result["kid_mean"], result["kid_std"] = kid_lib.kernel_inception_distance(
-                    features, real_features, cfg.kid_subsets, cfg.kid_subset_size,
+                    features, real_features, cfg.kid_subsets, plan.kid_subset_size,
                     seed=int(_rng(seed, _STREAMS["kid"]).integers(2**31)))
         if want_is:
             result["is_mean"], result["is_std"] = is_lib.inception_score_from_features(
                 features, self.softmax())
         if want_rp:
             result["r_precision_mean"], result["r_precision_std"] = rp_lib.fold_statistics(
-                np.concatenate(hits), cfg.r_folds,
+                np.concatenate(hits), plan.r_folds,
                 seed=int(_rng(seed, _STREAMS["folds"]).integers(2**31)))
         if want_attr:
             found = sum(f for f, _ in attr_totals.values())
@@ -423,7 +581,7 @@ class Evaluator:
                 "classifier_train_images": classifier.report["train_images"],
                 "classifier_dir": classifier.report.get("directory"),
             }
-        result["skipped"] = skipped
+        result["skipped"] = dict(plan.skipped)
         result["seconds"] = round(time.perf_counter() - start, 2)
         result["protocol"] = protocol
         return result
@@ -437,13 +595,16 @@ class Evaluator:
                 a, b = totals.get(kind, (0, 0))
                 totals[kind] = (a + f, b + n)
 
-    def _protocol(self, num_images, batch_size, seed, metrics, final_size):
+    def _protocol(self, num_images, batch_size, seed, metrics, final_size, plan):
         cfg = self.eval_cfg
         return {
             "num_images": num_images,
             "batch_size": batch_size,
             "seed": seed,
             "metrics": list(metrics),
+            "mode": plan.mode,
+            "computed": [m for m in metrics if m in plan.run],
+            "adjusted": dict(plan.adjusted),
             "captions": {
                 "split": self.split.name,
                 "test_images": len(self.split),
@@ -469,9 +630,11 @@ class Evaluator:
                 "features": "pool_3, 2048-d, float64 statistics",
             },
             "fid": "TTUR: np.cov (N-1), scipy.linalg.sqrtm, 1e-6 diagonal retry",
-            "kid": {"subsets": cfg.kid_subsets, "subset_size": cfg.kid_subset_size,
+            "kid": {"subsets": cfg.kid_subsets, "subset_size": plan.kid_subset_size,
+                    "subset_size_requested": cfg.kid_subset_size,
                     "kernel": "(x.y/2048 + 1)^3, unbiased MMD^2"},
-            "r_precision": {"negatives": cfg.r_negatives, "folds": cfg.r_folds,
+            "r_precision": {"negatives": cfg.r_negatives, "folds": plan.r_folds,
+                            "folds_requested": cfg.r_folds,
                             "similarity": "cosine(DAMSM global image code, sentence feature)",
                             "negatives_from": "captions of test images of other classes",
                             "fold_slicing": "all items (no DM-GAN off-by-one)",

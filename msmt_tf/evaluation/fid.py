@@ -28,6 +28,7 @@ from msmt_tf import errors
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg")
 MIN_SAMPLES_FULL_RANK = 2048
+MIN_IMAGES = 2  # a covariance (N - 1 in the denominator) needs at least two samples
 
 _log = logging.getLogger(__name__)
 
@@ -42,8 +43,8 @@ def feature_statistics(features):
     Warns when N < 2048 (the covariance is then rank-deficient and FID is biased upward).
     """
     act = np.asarray(features, dtype=np.float64)
-    if act.ndim != 2 or act.shape[0] < 2:
-        raise FIDError(f"feature_statistics: need [N >= 2, D] features, got shape {act.shape}.")
+    if act.ndim != 2 or act.shape[0] < MIN_IMAGES:
+        raise FIDError(f"feature_statistics: need [N >= {MIN_IMAGES}, D] features, got shape {act.shape}.")
     if act.shape[0] < MIN_SAMPLES_FULL_RANK:
         _log.warning(
             "FID statistics from only %d samples (< %d): the covariance is rank-deficient; "

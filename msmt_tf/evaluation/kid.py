@@ -33,13 +33,21 @@ def mmd2_unbiased(x, y):
     return float(same - 2.0 * kxy.sum() / (m * m))
 
 
+def subset_size_for(requested, num_a, num_b):
+    """Samples per KID subset: ``min(requested, N_a, N_b)`` (at least 2 are needed).
+
+    A smaller subset than requested keeps the estimate unbiased (only its spread grows), so
+    the evaluator shrinks it on small splits and records the size used."""
+    return int(min(requested, num_a, num_b))
+
+
 def kernel_inception_distance(features_a, features_b, num_subsets=100, subset_size=1000, seed=0):
     """KID between two feature sets ``[N_a, d]``, ``[N_b, d]`` -> (mean, std) over subsets."""
     a = np.asarray(features_a, dtype=np.float64)
     b = np.asarray(features_b, dtype=np.float64)
     if a.ndim != 2 or b.ndim != 2 or a.shape[1] != b.shape[1]:
         raise ValueError(f"kernel_inception_distance: feature shapes {a.shape} and {b.shape} differ.")
-    m = min(subset_size, a.shape[0], b.shape[0])
+    m = subset_size_for(subset_size, a.shape[0], b.shape[0])
     if m < 2:
         raise ValueError("kernel_inception_distance: each set needs at least 2 samples.")
     if num_subsets < 1:

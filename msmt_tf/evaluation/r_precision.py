@@ -1,4 +1,5 @@
-"""R-precision as DM-GAN defines it (facts §8.2), without its fold off-by-one.
+"""R-precision as DM-GAN defines it (MinfengZhu/DM-GAN, `code/main.py` sampling), without its
+fold off-by-one.
 
 For each generated image: its own caption plus `num_negatives` (99) captions of test images from
 other classes are ranked by the cosine similarity between the DAMSM global image code and their
@@ -11,6 +12,27 @@ fold dropped); we use all items (`docs/metrics.md`).
 """
 
 import numpy as np
+
+
+def negative_shortfall(class_ids, candidate_class_ids, num_negatives=99):
+    """The query classes with fewer than `num_negatives` candidates of another class.
+
+    What R-precision needs from a split, checked before anything is generated (the evaluator
+    skips the metric, or stops with a message naming the flag, instead of failing halfway).
+
+    Returns:
+        dict {class id (int): number of candidate captions of other classes}, empty when every
+        query class has enough.
+    """
+    candidate_class_ids = np.asarray(candidate_class_ids)
+    classes, counts = np.unique(candidate_class_ids, return_counts=True)
+    same = dict(zip(classes.tolist(), counts.tolist()))
+    short = {}
+    for c in np.unique(np.asarray(class_ids)).tolist():
+        available = len(candidate_class_ids) - same.get(c, 0)
+        if available < num_negatives:
+            short[int(c)] = int(available)
+    return short
 
 
 def sample_negatives(class_ids, candidate_class_ids, num_negatives=99, seed=0):
@@ -29,16 +51,18 @@ def sample_negatives(class_ids, candidate_class_ids, num_negatives=99, seed=0):
     """
     class_ids = np.asarray(class_ids)
     candidate_class_ids = np.asarray(candidate_class_ids)
+    short = negative_shortfall(class_ids, candidate_class_ids, num_negatives)
+    if short:
+        c, available = min(short.items(), key=lambda kv: kv[1])
+        raise ValueError(
+            f"R-precision needs {num_negatives} captions of other classes than class {c}, "
+            f"but the test split has only {available}.")
     rng = np.random.default_rng(seed)
     out = np.empty((len(class_ids), num_negatives), np.int64)
     pools = {}
     for i, c in enumerate(class_ids):
         if c not in pools:
             pools[c] = np.flatnonzero(candidate_class_ids != c)
-            if len(pools[c]) < num_negatives:
-                raise ValueError(
-                    f"R-precision needs {num_negatives} captions of other classes than class {c}, "
-                    f"but the test split has only {len(pools[c])}.")
         pool = pools[c]
         # Draw with replacement like DM-GAN's get_mis_caption (independent random images).
         out[i] = pool[rng.integers(0, len(pool), num_negatives)]

@@ -10,10 +10,18 @@ Deviations from the references, all documented in `docs/training.md`:
   its learning rate per epoch (a continuing run must not depend on where it was resumed).
 - The references run the frozen trunk's BN in training mode, drifting its statistics (facts
   §3); our trunk always uses its stored statistics.
-- Validation averages over the batches it ran (the references divide 51 batches by 50).
+- Validation averages over the rows of the batches it ran (the references divide the sum of
+  51 batch means by 50), counting only rows left with a negative (below).
 
 Validation also reports within-batch retrieval R@1 (image -> text and text -> image, sentence
 cosine, same-class candidates other than the true one excluded, as in the loss).
+
+A row whose batch holds only captions of its own class has no negative left after the
+same-class masking: its loss is exactly 0 and its R@1 is 1 by construction, not a
+measurement. Validation leaves such rows out of every mean and reports ``rows_counted`` of
+``rows_total``; when no row counts (e.g. a test split of one class) every value is NaN
+(undefined) and a warning says why. Training keeps the references' objective (such rows
+contribute 0 loss and no gradient).
 """
 
 import json
@@ -48,8 +56,22 @@ def damsm_learning_rate(cfg, epoch):
     return lr
 
 
-def retrieval_r1(image_code, sentence, class_ids):
-    """Within-batch R@1 in both directions with same-class masking (float32 fractions)."""
+LOSS_TERMS = ("w_loss0", "w_loss1", "s_loss0", "s_loss1")
+R1_TERMS = ("r1_image_to_text", "r1_text_to_image")
+
+
+def negatives_per_row(class_ids):
+    """Candidates of another class per row (int32 ``[B]``): what the same-class mask leaves.
+
+    The mask is symmetric, so a row (image -> captions) and its column (caption -> images)
+    have the same count; it is 0 for every row of a batch of a single class.
+    """
+    ids = tf.reshape(class_ids, [-1])
+    return tf.reduce_sum(tf.cast(tf.not_equal(ids[:, None], ids[None, :]), tf.int32), axis=1)
+
+
+def retrieval_hits(image_code, sentence, class_ids):
+    """Within-batch R@1 hits per row in both directions with same-class masking (float32 [B])."""
     img = tf.math.l2_normalize(tf.cast(image_code, tf.float32), axis=-1)
     sen = tf.math.l2_normalize(tf.cast(sentence, tf.float32), axis=-1)
     scores = tf.matmul(img, sen, transpose_b=True)
@@ -58,9 +80,46 @@ def retrieval_r1(image_code, sentence, class_ids):
     same = tf.logical_and(tf.equal(ids[:, None], ids[None, :]), tf.logical_not(tf.eye(n, dtype=tf.bool)))
     scores = tf.where(same, -2.0 * tf.ones_like(scores), scores)
     target = tf.range(n, dtype=tf.int64)
-    i2t = tf.reduce_mean(tf.cast(tf.equal(tf.argmax(scores, axis=1), target), tf.float32))
-    t2i = tf.reduce_mean(tf.cast(tf.equal(tf.argmax(scores, axis=0), target), tf.float32))
+    i2t = tf.cast(tf.equal(tf.argmax(scores, axis=1), target), tf.float32)
+    t2i = tf.cast(tf.equal(tf.argmax(scores, axis=0), target), tf.float32)
     return i2t, t2i
+
+
+def _counted_mean(values, counted):
+    """Mean of ``values`` over the ``counted`` rows; NaN when no row counts."""
+    weight = tf.cast(counted, tf.float32)
+    n = tf.reduce_sum(weight)
+    mean = tf.reduce_sum(tf.cast(values, tf.float32) * weight) / tf.maximum(n, 1.0)
+    return tf.where(n > 0, mean, tf.constant(float("nan"), tf.float32))
+
+
+def retrieval_r1(image_code, sentence, class_ids):
+    """Within-batch R@1 in both directions over the rows left with a negative (NaN if none)."""
+    counted = negatives_per_row(class_ids) > 0
+    i2t, t2i = retrieval_hits(image_code, sentence, class_ids)
+    return _counted_mean(i2t, counted), _counted_mean(t2i, counted)
+
+
+def validation_means(sums):
+    """The reported validation metrics from per-row sums accumulated over the test batches.
+
+    Args:
+        sums: dict with ``rows_counted`` and ``rows_total`` (rows with / of all rows) and, for
+            every ``LOSS_TERMS`` and ``R1_TERMS`` name, the sum of that per-row value over the
+            counted rows.
+
+    Returns:
+        dict: each term's mean over the counted rows, ``loss`` = the sum of the four loss
+        means, and the two row counts; every mean is NaN when no row counted.
+    """
+    counted = int(sums["rows_counted"])
+    out = {}
+    for k in LOSS_TERMS + R1_TERMS:
+        out[k] = float(sums[k]) / counted if counted else float("nan")
+    out["loss"] = sum(out[k] for k in LOSS_TERMS)
+    out["rows_counted"] = counted
+    out["rows_total"] = int(sums["rows_total"])
+    return out
 
 
 class DAMSMTrainer:
@@ -111,23 +170,30 @@ class DAMSMTrainer:
         self._eval_step = tf.function(self._eval_step_fn)
 
     # ------------------------------------------------------------------ steps
-    def _losses(self, batch, training):
+    def _rows(self, batch, training):
+        """Per-row DAMSM losses ``[B]`` (R@1 hits too unless ``training``) and which rows have
+        a negative left after the same-class masking."""
         cfg = self.train_cfg
         captions = batch["captions"]
         words, sentence = self.text(captions, training=training)
         region, code = self.image(batch["images"][-1], training=False)
         class_ids = batch["class_id"]
         mask = tf.not_equal(captions, 0)
-        w0, w1, _ = losses.damsm_word_loss(region, words, mask, class_ids, cfg.gamma1,
-                                           cfg.gamma2, cfg.gamma3)
-        s0, s1 = losses.damsm_sentence_loss(code, sentence, class_ids, cfg.gamma3)
-        i2t, t2i = retrieval_r1(code, sentence, class_ids)
-        return {"w_loss0": w0, "w_loss1": w1, "s_loss0": s0, "s_loss1": s1,
-                "loss": w0 + w1 + s0 + s1, "r1_image_to_text": i2t, "r1_text_to_image": t2i}
+        w0, w1, _ = losses.damsm_word_loss_per_example(region, words, mask, class_ids, cfg.gamma1,
+                                                       cfg.gamma2, cfg.gamma3)
+        s0, s1 = losses.damsm_sentence_loss_per_example(code, sentence, class_ids, cfg.gamma3)
+        rows = {"w_loss0": w0, "w_loss1": w1, "s_loss0": s0, "s_loss1": s1}
+        if not training:
+            rows["r1_image_to_text"], rows["r1_text_to_image"] = retrieval_hits(
+                code, sentence, class_ids)
+        return rows, negatives_per_row(class_ids) > 0
 
     def _train_step_fn(self, batch):
         with tf.GradientTape() as tape:
-            out = self._losses(batch, training=True)
+            rows, _ = self._rows(batch, training=True)
+            # The references' objective: means over the whole batch.
+            out = {k: tf.reduce_mean(v) for k, v in rows.items()}
+            out["loss"] = tf.add_n([out[k] for k in LOSS_TERMS])
         grads = tape.gradient(out["loss"], self.text_vars + self.image_vars)
         text_grads, image_grads = grads[:len(self.text_vars)], grads[len(self.text_vars):]
         if self.cfg.damsm_clip > 0:
@@ -138,10 +204,17 @@ class DAMSMTrainer:
         return out
 
     def _eval_step_fn(self, batch):
-        return self._losses(batch, training=False)
+        """Sums of the per-row values over the rows with a negative, and the row counts."""
+        rows, counted = self._rows(batch, training=False)
+        weight = tf.cast(counted, tf.float32)
+        out = {k: tf.reduce_sum(tf.cast(v, tf.float32) * weight) for k, v in rows.items()}
+        out["rows_counted"] = tf.reduce_sum(weight)
+        out["rows_total"] = tf.cast(tf.size(weight), tf.float32)
+        return out
 
     # ------------------------------------------------------------------ loop
     def evaluate(self):
+        """Validation metrics (``validation_means``) over the test batches."""
         totals, count = {}, 0
         for i, batch in enumerate(self.test_ds):
             if self.cfg.damsm_max_eval_batches and i >= self.cfg.damsm_max_eval_batches:
@@ -154,7 +227,18 @@ class DAMSMTrainer:
             raise ValueError(
                 f"the test split gives no batch of --damsm_batch_size={self.cfg.damsm_batch_size}: "
                 "lower it.")
-        return {k: v / count for k, v in totals.items()}
+        val = validation_means(totals)
+        if not val["rows_counted"]:
+            log.warning(
+                "DAMSM validation undefined (reported as NaN): in all %d test rows (%d batches) "
+                "every caption in the batch is of the row's own class, so the same-class masking "
+                "leaves no negative (loss 0 and R@1 1 by construction). A test split with more "
+                "classes gives a defined value.", val["rows_total"], count)
+        elif val["rows_counted"] < val["rows_total"]:
+            log.info("DAMSM validation over %d of %d test rows (rows whose batch holds only "
+                     "captions of their own class have no negative and are left out).",
+                     val["rows_counted"], val["rows_total"])
+        return val
 
     def total_steps(self):
         if self.cfg.damsm_max_steps:
@@ -195,6 +279,13 @@ class DAMSMTrainer:
                 self._save(os.path.join(self.out_dir, "last"), val)
                 if val["loss"] < float(self.best):
                     self.best.assign(val["loss"])
+                    self._save(self.out_dir, val)
+                    best_metrics = val
+                elif math.isnan(val["loss"]) and math.isinf(float(self.best)):
+                    # No defined validation yet: the latest encoders are the result (the GAN
+                    # trains on them), not selected by validation.
+                    log.warning("DAMSM epoch %d: no defined validation loss; keeping the latest "
+                                "encoders in %s.", int(self.epoch), self.out_dir)
                     self._save(self.out_dir, val)
                     best_metrics = val
             self.manager.save(checkpoint_number=int(self.epoch))

@@ -85,7 +85,10 @@ class GANTrainer:
         steps_per_epoch: number of batches in `train_ds`.
         fixed_batch: a dict batch of test captions for the image grids (numpy).
         evaluator: optional object with `evaluate(generator, num_images, batch_size, seed)`
-            returning a dict with at least `fid`; used every `--eval_every` steps.
+            returning a dict of metrics (`fid` keeps the best checkpoint) and `skipped`
+            {metric: reason}; used every `--eval_every` steps and at the end. Give an adaptive
+            `Evaluator` (`runner.make_evaluator`): a metric the test split cannot support is
+            skipped or shrunk with the reason instead of stopping the run.
         eval_num_images: images per in-training evaluation.
         is_chief: whether this worker writes logs.
     """

@@ -101,12 +101,15 @@ def make_evaluator(configs, text_encoder, image_encoder, vocab, test_split=None,
 
     `reference_images` real test images give the FID reference statistics (default: the whole
     test split, as `python -m msmt_tf.evaluate`); training uses `--eval_num_images` of them so
-    the held-out evaluation stays cheap.
+    the held-out evaluation stays cheap. The evaluator is adaptive: a metric the test split
+    cannot support (e.g. R-precision on a split of one class) is skipped or shrunk with the
+    reason logged and recorded in the result, and the run trains on.
     """
     from msmt_tf.evaluation.evaluator import Evaluator
 
     return Evaluator(configs.data, configs.model, configs.eval, text_encoder, image_encoder,
-                     vocab=vocab, split=test_split, reference_images=reference_images)
+                     vocab=vocab, split=test_split, reference_images=reference_images,
+                     mode="adaptive")
 
 
 def train(configs, stream=sys.stderr, out=sys.stdout):
@@ -188,5 +191,8 @@ def report(run_path, result, baseline, out=sys.stdout):
             fa = f"{a:12.4f}" if isinstance(a, (int, float)) else f"{'-':>12}"
             fb = f"{b:12.4f}" if isinstance(b, (int, float)) else f"{'-':>12}"
             print(f"  {label:<20} {fa} {fb}", file=out)
+    skipped = {**(baseline or {}).get("skipped", {}), **final.get("skipped", {})}
+    for metric, reason in sorted(skipped.items()):
+        print(f"  {metric} skipped: {reason}", file=out)
     if result.get("stopped"):
         print("  stopped early by a signal: run the same command again to resume.", file=out)

@@ -261,7 +261,7 @@ def test_cli_writes_metrics_json(data_cfg, tmp_path, monkeypatch):
     from absl import flags
     from absl.testing import flagsaver
 
-    from msmt_tf import evaluate
+    from msmt_tf import configlib, evaluate
     from msmt_tf.data import load_split
     from msmt_tf.training import restore
 
@@ -294,5 +294,130 @@ def test_cli_writes_metrics_json(data_cfg, tmp_path, monkeypatch):
     assert metrics["skipped"] == {} and "fid" not in metrics
     with flagsaver.flagsaver():
         flags.FLAGS(["evaluate", "--num_images=30"])
-        with pytest.raises(SystemExit, match="--run_dir"):
+        # main raises the UserError; the entry point (msmt_tf.cli.entry) prints it as one line
+        with pytest.raises(configlib.ConfigError, match="--run_dir"):
             evaluate.main(["evaluate"])
+
+
+# ----------------------------------------------------------------------------- small splits
+def _small_split(data_cfg, class_ids):
+    """The first ``len(class_ids)`` test images with these class ids (a user's small folder)."""
+    import dataclasses
+
+    from msmt_tf.data import load_split
+
+    split = load_split(data_cfg, "test")
+    n, cpi = len(class_ids), split.captions_per_image
+    return dataclasses.replace(split, keys=split.keys[:n], image_paths=split.image_paths[:n],
+                               captions=split.captions[: n * cpi],
+                               class_ids=np.asarray(class_ids, np.int64), bboxes=None)
+
+
+def _small_evaluator(data_cfg, tmp_path, class_ids, mode, classifier=None, **eval_kwargs):
+    split = _small_split(data_cfg, class_ids)
+    eval_cfg = EvalConfig(stats_cache_dir=str(tmp_path / "stats"), eval_batch_size=16,
+                          kid_subset_size=20, kid_subsets=5, **eval_kwargs)
+    return Evaluator(data_cfg, _model_cfg(), eval_cfg, BagOfWords(len(split.vocab)), ReadPaint(),
+                     feature_extractor=PooledColour(), split=split, mode=mode,
+                     attribute_classifier=classifier)
+
+
+class _WeakClassifier:
+    """Attribute-classifier stand-in below ``--attr_min_accuracy``."""
+
+    def check(self, min_accuracy):
+        from msmt_tf.evaluation.attribute_classifier import AttributeClassifierError
+
+        raise AttributeClassifierError(f"held-out accuracy 50% < {min_accuracy:.0%}")
+
+
+class _CountingGenerator(PaintSentence):
+    calls = 0
+
+    def __call__(self, inputs, training=None):
+        type(self).calls += 1
+        return super().__call__(inputs, training)
+
+
+def _softmax_stub():
+    # IS on 48-d stand-in features: a fixed [48, 1008] "softmax/weights"
+    return {"weights": np.random.default_rng(0).standard_normal((DIM, 1008))}
+
+
+ALL = ("fid", "kid", "r_precision", "is", "attributes")
+
+
+def test_adaptive_mode_skips_what_three_images_of_one_class_cannot_support(data_cfg, tmp_path):
+    ev = _small_evaluator(data_cfg, tmp_path, [17, 17, 17], "adaptive", _WeakClassifier())
+    ev._softmax = _softmax_stub()
+    result = ev.evaluate(PaintSentence(), num_images=3, metrics=ALL)
+    skipped = result["skipped"]
+    assert set(skipped) == {"r_precision", "is", "attributes"}
+    assert "only 0 captions of classes other than class 17" in skipped["r_precision"]
+    assert "not comparable" in skipped["r_precision"]
+    assert "at least 10 images" in skipped["is"]
+    assert "held-out accuracy 50%" in skipped["attributes"]
+    for key in ("r_precision_mean", "is_mean", "attribute_accuracy"):
+        assert key not in result
+    # FID and KID are still computed, exactly as when they are the only metrics asked for
+    alone = _small_evaluator(data_cfg, tmp_path, [17, 17, 17], "strict").evaluate(
+        PaintSentence(), num_images=3, metrics=("fid", "kid"))
+    assert np.isfinite(result["fid"]) and result["fid"] == alone["fid"]
+    assert result["kid_mean"] == alone["kid_mean"]
+    # KID ran on subsets of the 3 images (not the 20 asked for), and the protocol says so
+    p = result["protocol"]
+    assert p["kid"]["subset_size"] == 3 and p["kid"]["subset_size_requested"] == 20
+    assert "subsets of 3 images" in p["adjusted"]["kid"]
+    assert p["mode"] == "adaptive" and p["computed"] == ["fid", "kid"]
+    assert p["reference"]["num_images"] == 3
+    json.dumps(result)
+
+
+def test_strict_mode_names_the_flag_to_change(data_cfg, tmp_path):
+    from msmt_tf import errors
+    from msmt_tf.evaluation.attribute_classifier import AttributeClassifierError
+
+    ev = _small_evaluator(data_cfg, tmp_path, [17, 17, 17], "strict", _WeakClassifier())
+    metrics = ("fid", "kid", "r_precision")
+    # the user's two attempts: --num_images=3 (10 folds), then --r_folds=1
+    with pytest.raises(EvaluationError, match="--r_negatives=99 .*other than class 17") as e:
+        ev.evaluate(PaintSentence(), num_images=3, metrics=metrics)
+    assert isinstance(e.value, errors.UserError) and "\n" not in str(e.value)
+    ev1 = _small_evaluator(data_cfg, tmp_path, [17, 17, 17], "strict", r_folds=1)
+    with pytest.raises(EvaluationError, match="lower --r_negatives"):
+        ev1.evaluate(PaintSentence(), num_images=3, metrics=metrics)
+    # enough classes for 5 negatives, too few images for 10 folds
+    ev3 = _small_evaluator(data_cfg, tmp_path, [1, 2, 3], "strict", r_negatives=5)
+    with pytest.raises(EvaluationError, match=r"--num_images=3 < --r_folds=10.*lower --r_folds"):
+        ev3.evaluate(PaintSentence(), num_images=3, metrics=metrics)
+    ev._softmax = _softmax_stub()
+    with pytest.raises(EvaluationError, match="Score needs at least 10 images.*--num_images"):
+        ev.evaluate(PaintSentence(), num_images=3, metrics=("fid", "is"))
+    with pytest.raises(AttributeClassifierError, match="held-out"):
+        ev.evaluate(PaintSentence(), num_images=3, metrics=("attributes",))
+
+
+def test_adaptive_mode_shrinks_r_precision_folds_to_the_strict_result(data_cfg, tmp_path):
+    blind = PaintSentence(use_text=False)
+    ev = _small_evaluator(data_cfg, tmp_path, [1, 2, 3, 1, 2, 3, 1], "adaptive", r_negatives=5)
+    adaptive = ev.evaluate(blind, num_images=7, metrics=("r_precision",))
+    # the same as asking for 7 folds explicitly
+    explicit = _small_evaluator(data_cfg, tmp_path, [1, 2, 3, 1, 2, 3, 1], "strict",
+                                r_negatives=5, r_folds=7).evaluate(
+        blind, num_images=7, metrics=("r_precision",))
+    assert adaptive["r_precision_mean"] == explicit["r_precision_mean"]
+    assert adaptive["r_precision_std"] == explicit["r_precision_std"]
+    assert adaptive["skipped"] == {}
+    p = adaptive["protocol"]["r_precision"]
+    assert p["folds"] == 7 and p["folds_requested"] == 10
+    assert "--r_folds=10" in adaptive["protocol"]["adjusted"]["r_precision"]
+
+
+def test_adaptive_mode_generates_nothing_when_every_metric_is_skipped(data_cfg, tmp_path):
+    ev = _small_evaluator(data_cfg, tmp_path, [17, 17, 17], "adaptive")
+    _CountingGenerator.calls = 0
+    result = ev.evaluate(_CountingGenerator(), num_images=1, metrics=("fid", "kid", "r_precision"))
+    assert _CountingGenerator.calls == 0
+    assert set(result["skipped"]) == {"fid", "kid", "r_precision"}
+    assert "at least 2 generated images" in result["skipped"]["fid"]
+    assert result["protocol"]["computed"] == []

@@ -62,3 +62,14 @@ def test_folds_use_every_item():
 def test_too_few_other_class_candidates():
     with pytest.raises(ValueError, match="other classes"):
         r_precision.sample_negatives([0, 0], [0, 0, 1], 99)
+
+
+def test_negative_shortfall_lists_the_classes_without_enough_other_class_captions():
+    # candidates: 3 captions of class 0, 2 of class 1, 1 of class 5
+    candidates = [0, 0, 0, 1, 1, 5]
+    # class 0 has 3 others, class 1 has 4, class 5 has 5, class 9 (no caption of its own) 6
+    assert r_precision.negative_shortfall([0, 1, 5, 9], candidates, 4) == {0: 3}
+    assert r_precision.negative_shortfall([0, 1, 5, 9], candidates, 6) == {0: 3, 1: 4, 5: 5}
+    assert r_precision.negative_shortfall([1, 1], candidates, 4) == {}
+    # a test split of one class: no negative at all
+    assert r_precision.negative_shortfall([17] * 3, [17] * 30, 99) == {17: 0}

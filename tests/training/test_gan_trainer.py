@@ -100,3 +100,80 @@ def test_eval_scalars_flatten_per_attribute_accuracy():
         "eval/fid": 12.5, "eval/num_images": 300, "eval/attribute_accuracy": 0.5,
         "eval/attribute_accuracy/colour": 0.75, "eval/attribute_accuracy/shape": 0.25,
         "eval/seconds": 3.0}
+
+
+def test_evaluation_on_a_one_class_test_split_skips_r_precision(runs, tmp_path, monkeypatch):
+    """The in-training evaluation (``runner.make_evaluator``: adaptive) on 3 test images of one
+    class: R-precision is skipped with the reason, FID/KID are logged, the run finishes. The
+    finished straight run is resumed, so ``train`` goes directly to its final evaluation."""
+    import dataclasses
+    import io
+    import shutil
+
+    from msmt_tf.data import DataConfig, load_split
+    from msmt_tf.data import shapes as shapes_lib
+    from msmt_tf.evaluation import fid as fid_lib
+    from msmt_tf.evaluation.config import EvalConfig
+    from msmt_tf.training import runner
+
+    class PooledColour:  # 48-d block means instead of the 2048-d Inception (seconds, not minutes)
+        weights_sha256 = "pooled"
+
+        def __init__(self, *args, **kwargs):
+            pass
+
+        def __call__(self, images):
+            x = np.asarray(images, np.float64) / 255.0
+            b, h, w, _ = x.shape
+            return x.reshape(b, 4, h // 4, 4, w // 4, 3).mean(axis=(2, 4)).reshape(b, 48)
+
+    monkeypatch.setattr(fid_lib, "FeatureExtractor", PooledColour)
+    directory = str(tmp_path / "shapes")
+    shapes_lib.generate(directory, seed=3, num_train=2, num_test=3, size=64, processes=1)
+    cfgs = fx.configs(max_steps=4, d_warmup_steps=3)
+    cfgs.data = DataConfig(dataset="shapes", data_dir=directory, shapes_seed=3, shapes_num_train=2,
+                           shapes_num_test=3, shapes_size=64, base_size=32, stages=2,
+                           shapes_max_objects=3, shapes_textured=0.4, shapes_layout="grid",
+                           words_num=fx.WORDS, shapes_names=",".join(shapes_lib.SHAPES),
+                           shapes_colours=",".join(shapes_lib.COLOURS))
+    cfgs.eval = EvalConfig(stats_cache_dir=str(tmp_path / "stats"), kid_subsets=4)
+    split = load_split(cfgs.data, "test")
+    # one class, and token ids inside the fixture encoders' 30-word vocabulary
+    split = dataclasses.replace(split, class_ids=np.full(3, 17, np.int64),
+                                captions=[[(t - 1) % (fx.VOCAB - 1) + 1 for t in c]
+                                          for c in split.captions])
+    text, image = fx.encoders(cfgs.model)
+    evaluator = runner.make_evaluator(cfgs, text, image, split.vocab, split, reference_images=3)
+    path = str(tmp_path / "run")
+    shutil.copytree(runs[0] / "straight", path)
+    trainer = GANTrainer(cfgs, run_dir_lib.RunDir(path=path, resumed=True),
+                         tf.distribute.get_strategy(), text, image, fx.vocab(),
+                         fx.dataset(cfgs.model, repeats=2), steps_per_epoch=2,
+                         evaluator=evaluator, eval_num_images=3)
+    result = trainer.train(stream=open(os.devnull, "w"))
+    assert result["step"] == 4 and not result["stopped"]
+    final = result["eval"]
+    assert "other than class 17" in final["skipped"]["r_precision"]
+    assert "r_precision_mean" not in final and final["protocol"]["mode"] == "adaptive"
+    assert final["protocol"]["kid"]["subset_size"] == 3
+    logged = [json.loads(x) for x in open(os.path.join(path, "metrics.jsonl"))][-1]
+    assert logged["step"] == 4 and "eval/r_precision_mean" not in logged
+    assert np.isfinite(logged["eval/fid"]) and logged["eval/fid"] == pytest.approx(final["fid"])
+    # a periodic evaluation through the hook gives the same numbers (same seed, same images)
+    scalars = _Scalars()
+    again = trainer.evaluate(scalars, 5)
+    assert again["fid"] == pytest.approx(final["fid"], rel=1e-6)
+    assert scalars.logged[0][1]["eval/kid_mean"] == pytest.approx(final["kid_mean"])
+    out = io.StringIO()
+    runner.report(path, result, None, out)
+    assert "r_precision skipped: R-precision needs --r_negatives=99" in out.getvalue()
+
+
+class _Scalars:
+    """MetricsLogger stand-in that keeps the scalars."""
+
+    def __init__(self):
+        self.logged = []
+
+    def scalars(self, step, values):
+        self.logged.append((step, dict(values)))
