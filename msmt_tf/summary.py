@@ -15,14 +15,19 @@ flags.DEFINE_bool("image_encoder", True, "Also build and count the DAMSM image e
 FLAGS = flags.FLAGS
 
 
-def main(argv):
-    del argv
+def summary_text(cfg, vocab_size, with_image_encoder=True):
+    """What ``main`` prints for the model config ``cfg``: a header line and the count table."""
     from msmt_tf.models import param_count
 
+    rows = param_count.count_parameters(cfg, vocab_size, with_image_encoder=with_image_encoder)
+    return (f"preset: {cfg.preset_name}  stages: {cfg.image_sizes}  vocab: {vocab_size:,}\n"
+            + param_count.format_table(rows))
+
+
+def main(argv):
+    del argv
     cfg = common.configs_from_flags().model
-    rows = param_count.count_parameters(cfg, FLAGS.vocab_size, with_image_encoder=FLAGS.image_encoder)
-    print(f"preset: {cfg.preset_name}  stages: {cfg.image_sizes}  vocab: {FLAGS.vocab_size:,}")
-    print(param_count.format_table(rows))
+    print(summary_text(cfg, FLAGS.vocab_size, FLAGS.image_encoder))
 
 
 def run():

@@ -13,10 +13,13 @@ class IMHM(keras.layers.Layer):
     With ``U_0 = R`` (the previous stage's features ``R_{k-1}``), for t = 1..T:
     ``O_t = SDM_t(memory from R and W, queries from U_{t-1})`` (section 3.3: every head's
     memory is written from ``R_{k-1}`` and ``W`` by eqs 5-7; only eq 9's query source is
-    replaced by ``U_{t-1}``), ``U_t = fuse_t(U_{t-1}, O_t)`` (eq 15), and
+    replaced by ``U_{t-1}``), ``U_t = fuse_t(U_{t-1}, O_t)`` (eq 15), and, for T > 1,
     ``response = fuse_skip(U_T, R)`` (eq 16). ``fuse(a, b) = a * g + b * (1 - g)`` with
     ``g = sigmoid(P concat(a, b) + rho)`` (appendix eqs 17-18); every fusion has its own
-    ``P, rho``. With T = 1 this is the single-headed SDM refinement (U_1 = fuse(R, O_1)).
+    ``P, rho``. With T = 1 (the single-headed SDM refinement) ``U_1 = fuse_1(R, O_1)`` itself
+    is the response: section 3.3, "If we use only a single refinement head, then this becomes
+    our response for the refinement stage k"; the skip connection of eq 16 belongs to the
+    multi-headed case, so there is no ``fuse_skip`` layer (``skip_fusion`` is None).
 
     Args:
         channels: N_r, width of the image features.
@@ -34,7 +37,8 @@ class IMHM(keras.layers.Layer):
         training: unused (no BN or dropout here).
 
     Returns:
-        ``(response, head_outputs, alphas)``: ``response`` ``[B, s, s, N_r]``; the T refinement
+        ``(response, head_outputs, alphas)``: ``response`` ``[B, s, s, N_r]`` (``U_1`` for
+        T = 1, eq 16's ``fuse_skip(U_T, R)`` otherwise); the T refinement
         features ``O_t`` ``[B, s, s, N_r]`` (inputs of the redundancy loss, eqs 20-21); the T
         addressing maps ``[B, s, s, L]`` (float32).
     """
@@ -85,7 +89,12 @@ class IMHM(keras.layers.Layer):
             GatedFusion(gate=gate, name=f"fuse_{t}", dtype=self.dtype_policy)
             for t in range(heads)
         ]
-        self.skip_fusion = GatedFusion(gate=gate, name="fuse_skip", dtype=self.dtype_policy)
+        # Eq 16 only with more than one head (section 3.3).
+        self.skip_fusion = (
+            GatedFusion(gate=gate, name="fuse_skip", dtype=self.dtype_policy)
+            if heads > 1
+            else None
+        )
 
     def build(self, input_shape):
         if not isinstance(input_shape, (tuple, list)) or len(input_shape) != 3:
@@ -95,7 +104,8 @@ class IMHM(keras.layers.Layer):
         r_shape, w_shape, m_shape = (tuple(s) for s in input_shape)
         for sdm in self.sdms:
             sdm.build((r_shape, r_shape, w_shape, m_shape))
-        for fusion in self.fusions + [self.skip_fusion]:
+        skip = [] if self.skip_fusion is None else [self.skip_fusion]
+        for fusion in self.fusions + skip:
             fusion.build((r_shape, r_shape))
         self.built = True
 
@@ -120,6 +130,8 @@ class IMHM(keras.layers.Layer):
             updated = fusion((updated, refinement))  # eq 15
             head_outputs.append(refinement)
             alphas.append(alpha)
+        if self.skip_fusion is None:
+            return updated, head_outputs, alphas  # T = 1: U_1 is the response
         response = self.skip_fusion((updated, r))  # eq 16
         return response, head_outputs, alphas
 

@@ -5,8 +5,7 @@ from keras import ops
 
 from msmt_tf.layers import batch_norm as bn
 from msmt_tf.layers.dynamic_memory import DynamicMemory
-from msmt_tf.layers.res_block import ResBlock
-from msmt_tf.layers.up_block import UpBlock
+from msmt_tf.layers.refinement_trunk import build_trunk, make_trunk, run_trunk
 
 
 @keras.saving.register_keras_serializable(package="msmt_tf")
@@ -15,7 +14,8 @@ class MemoryRefinement(keras.layers.Layer):
 
     ``o = DynamicMemory(h, W)``; response gate ``g = sigmoid(conv1x1(concat(h, o)) + b)`` (one
     gate per pixel, 2 GF -> 1); ``h' = h * (1 - g) + g * o``; then ``concat(h', h')`` (the same
-    tensor twice, as the reference) -> ``r_num`` ResBlocks(2 GF) -> UpBlock(GF) (facts §4.5).
+    tensor twice, as the reference) -> ``r_num`` ResBlocks(2 GF) -> UpBlock(GF) (MinfengZhu/DM-GAN
+    ``code/model.py`` ``NEXT_STAGE_G``; the trunk helpers are shared with ``SDMRefinement``).
     The gate conv keeps the reference's input order ``(h, o)`` so a checkpoint's
     ``response_gate`` weight maps without permutation; the gate is computed in float32.
 
@@ -52,20 +52,16 @@ class MemoryRefinement(keras.layers.Layer):
             name="response_gate",
             dtype=self.dtype_policy,
         )
-        self.residual = [
-            ResBlock(2 * gf_dim, name=f"residual{i}", dtype=self.dtype_policy)
-            for i in range(r_num)
-        ]
-        self.upsample = UpBlock(gf_dim, name="upsample", dtype=self.dtype_policy)
+        self.residual, self.upsample = make_trunk(
+            gf_dim, r_num, 2 * gf_dim, self.dtype_policy, "residual{}"
+        )
 
     def build(self, input_shape):
         h_shape, w_shape, m_shape = input_shape
         self.memory.build((h_shape, w_shape, m_shape))
         wide = tuple(h_shape[:3]) + (2 * self.gf_dim,)
         self.response_gate.build(wide)
-        for block in self.residual:
-            block.build(wide)
-        self.upsample.build(wide)
+        build_trunk(self.residual, self.upsample, wide)
 
     def call(self, inputs, training=None):
         h, words, mask = inputs
@@ -75,10 +71,8 @@ class MemoryRefinement(keras.layers.Layer):
         h32 = ops.cast(h, "float32")
         h_new = ops.cast(h32 * (1.0 - g) + g * ops.cast(o, "float32"), self.compute_dtype)
         x = ops.concatenate([h_new, h_new], axis=-1)
-        for block in self.residual:
-            x = block(x, training=training)
         return {
-            "features": self.upsample(x, training=training),
+            "features": run_trunk(x, self.residual, self.upsample, training),
             "attention": attn,
             "head_features": [],
         }

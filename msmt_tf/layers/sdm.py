@@ -46,15 +46,18 @@ class SpatialDynamicMemory(keras.layers.Layer):
       filters but the concatenated query has ``3 N_r``):
       ``"concat"``: ``phi_K`` has ``3 N_r`` filters, dotted with ``[global | grid | pixel]``;
       ``"positional"``: the query is ``global + grid + pixel`` (width ``N_r``), ``phi_K`` has
-      ``N_r + p^2`` filters, the first ``N_r`` are dotted with the query and filter
+      ``N_r + p^2`` filters as printed, the first ``N_r`` are dotted with the query and filter
       ``N_r + a * p + b`` is added as a learned logit for pixel (a, b) of the cell (so a
-      positional layer only works at the size s it was built for).
+      positional layer only works at the size s it was built for). Those ``p^2`` filters are
+      logits of eq 8 themselves, so they are linear (no ReLU): a word's positional logit can
+      be negative as well as positive.
     * Value reading (eqs 13-14). ``e_{i,j,a,b} = sum_l alpha_{l,i,j,a,b} phi_V(m_l)_{i,j}``,
       scattered back to pixel ``((i-1) p + a, (j-1) p + b)``.
 
-    M_w, M_c, phi_K and phi_V are followed by a ReLU as DM-GAN's M_w / M_r / key / value;
-    the query convs are linear (DM-GAN's query is the raw image feature). All convs have a
-    bias; A and B_{i,j} have none (eq 6). See ``docs/decisions.md`` "SDM key reading".
+    M_w, M_c, phi_K and phi_V are followed by a ReLU as DM-GAN's M_w / M_r / key / value,
+    except the ``p^2`` positional filters of phi_K; the query convs are linear (DM-GAN's query
+    is the raw image feature). All convs have a bias; A and B_{i,j} have none (eq 6). See
+    ``docs/decisions.md`` "SDM key reading".
 
     Args:
         channels: N_r, width of the image features, queries, values and output.
@@ -192,11 +195,11 @@ class SpatialDynamicMemory(keras.layers.Layer):
             key_dim = 3 * c
         else:
             key_dim = c + p * p
+        # Linear conv: the ReLU goes on the filters dotted with the query only (see `call`).
         self.key_conv = keras.layers.Conv2D(
             key_dim,
             self.kernel_size,
             padding="same",
-            activation="relu",
             kernel_initializer=bn.KERNEL_INITIALIZER,
             name="key",
             dtype=self.dtype_policy,
@@ -292,6 +295,7 @@ class SpatialDynamicMemory(keras.layers.Layer):
         # Logits of eq 8, [B, h, h, p, p, L]. The query parts that are constant over a cell
         # are dotted once per cell and broadcast over its p x p pixels.
         if self.key_reading == "concat":
+            keys = ops.relu(keys)
             k_global, k_grid, k_pixel = keys[..., :c], keys[..., c : 2 * c], keys[..., 2 * c :]
             per_cell = ops.einsum("bijlc,bc->bijl", k_global, q_global) + ops.einsum(
                 "bijlc,bijc->bijl", k_grid, q_grid
@@ -299,12 +303,13 @@ class SpatialDynamicMemory(keras.layers.Layer):
             logits = ops.einsum("bijxyc,bijlc->bijxyl", q_pixel, k_pixel)
             logits = logits + per_cell[:, :, :, None, None, :]
         else:
-            k_query = keys[..., :c]
+            k_query = ops.relu(keys[..., :c])
             per_cell = ops.einsum(
                 "bijlc,bijc->bijl", k_query, q_grid + q_global[:, None, None, :]
             )
             logits = ops.einsum("bijxyc,bijlc->bijxyl", q_pixel, k_query)
-            # Filter N_r + a * p + b of the key is the logit of pixel (a, b) of the cell.
+            # Filter N_r + a * p + b of the key is the logit of pixel (a, b) of the cell; linear,
+            # so it can lower a word's weight as well as raise it.
             position = ops.reshape(keys[..., c:], (-1, h, h, num_words, p, p))
             position = ops.transpose(position, (0, 1, 2, 4, 5, 3))
             logits = logits + per_cell[:, :, :, None, None, :] + position

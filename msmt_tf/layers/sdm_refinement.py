@@ -1,22 +1,34 @@
-"""MSMT-GAN refinement stage: IMHM -> residual blocks -> upsampling block (section 3.3)."""
+"""MSMT-GAN refinement stage: IMHM response -> residual blocks -> upsampling (section 3.3)."""
 
 import keras
 from keras import ops
 
 from msmt_tf.layers.imhm import IMHM
-from msmt_tf.layers.res_block import ResBlock
-from msmt_tf.layers.up_block import UpBlock
+from msmt_tf.layers.refinement_trunk import build_trunk, make_trunk, run_trunk
+
+# Trunk after the IMHM response (see the class docstring and docs/decisions.md).
+TRUNKS = ("n_r", "2n_r", "2n_r_prev")
 
 
 @keras.saving.register_keras_serializable(package="msmt_tf")
 class SDMRefinement(keras.layers.Layer):
-    """One MSMT-GAN refinement stage k: ``R_k = Up(Res^{r_num}(IMHM(R_{k-1}, W)))``.
+    """One MSMT-GAN refinement stage k: ``R_k = Up(Res^{r_num}(widen(IMHM(R_{k-1}, W))))``.
 
     The IMHM response (eqs 15-16, T SDM heads of eqs 4-14) "is passed through several
-    residual blocks and an upsampling block" (section 3.3): ``r_num`` ``ResBlock(gf_dim)``
-    then ``UpBlock(gf_dim)`` (nearest x2, 3x3 conv, BN, GLU). Unlike DM-GAN there is no
-    channel duplication before the residual blocks: the response already has ``gf_dim``
-    channels. The stage's image is predicted from ``features`` by a separate image head.
+    residual blocks and an upsampling block" (section 3.3); the text leaves the width of those
+    blocks open, ``trunk`` chooses it:
+
+    * ``"2n_r"``: DM-GAN's trunk (MinfengZhu/DM-GAN ``code/model.py`` ``NEXT_STAGE_G``): the
+      response concatenated with itself, ``cat(response, response)`` (2 N_r channels), then
+      ``r_num`` ``ResBlock(2 N_r)`` and ``UpBlock(2 N_r -> N_r)``. Only the response enters
+      the blocks, as the text says. With the ``positional`` key reading this fits Table 2's
+      CUB and COCO counts (the MSMT presets).
+    * ``"2n_r_prev"``: the same blocks on ``cat(R_{k-1}, response)``.
+    * ``"n_r"``: no widening, ``r_num`` ``ResBlock(N_r)`` and ``UpBlock(N_r -> N_r)``.
+
+    Every block is nearest x2 / 3x3 conv / BN / GLU as the references'. The stage's image is
+    predicted from ``features`` by a separate image head. See ``docs/decisions.md``
+    "Refinement trunk" for the parameter counts that decide between the readings.
 
     Args:
         gf_dim: N_r, width of the input and output image features (48 in the paper).
@@ -29,6 +41,7 @@ class SDMRefinement(keras.layers.Layer):
         key_reading: ``"concat"`` or ``"positional"`` (see ``SpatialDynamicMemory``).
         gate: ``"pixel"`` or ``"channel"`` gates of the IMHM fusions.
         word_dim: N_w, width of the word features (256).
+        trunk: ``"n_r"``, ``"2n_r"`` or ``"2n_r_prev"`` (see above).
 
     Call arguments:
         inputs: tuple ``(h, words, mask)``: ``h`` ``[B, s, s, gf_dim]`` (R_{k-1}), ``words``
@@ -53,11 +66,16 @@ class SDMRefinement(keras.layers.Layer):
         key_reading="concat",
         gate="pixel",
         word_dim=256,
+        trunk="n_r",
         **kwargs,
     ):
         super().__init__(**kwargs)
         if not isinstance(r_num, int) or isinstance(r_num, bool) or r_num < 0:
             raise ValueError(f"SDMRefinement: r_num={r_num!r} must be an integer >= 0 (--r_num).")
+        if trunk not in TRUNKS:
+            raise ValueError(
+                f"SDMRefinement: trunk={trunk!r} must be one of {list(TRUNKS)} (--sdm_trunk)."
+            )
         self.gf_dim = gf_dim
         self.r_num = r_num
         self.heads = heads
@@ -67,6 +85,7 @@ class SDMRefinement(keras.layers.Layer):
         self.key_reading = key_reading
         self.gate = gate
         self.word_dim = word_dim
+        self.trunk = trunk
         self.imhm = IMHM(
             gf_dim,
             heads=heads,
@@ -79,10 +98,14 @@ class SDMRefinement(keras.layers.Layer):
             name="imhm",
             dtype=self.dtype_policy,
         )
-        self.res_blocks = [
-            ResBlock(gf_dim, name=f"res_{i}", dtype=self.dtype_policy) for i in range(r_num)
-        ]
-        self.upsample = UpBlock(gf_dim, name="upsample", dtype=self.dtype_policy)
+        self.res_blocks, self.upsample = make_trunk(
+            gf_dim, r_num, self.trunk_width, self.dtype_policy, "res_{}"
+        )
+
+    @property
+    def trunk_width(self):
+        """Channels of the residual blocks: N_r, or 2 N_r for the DM-GAN-style trunks."""
+        return self.gf_dim if self.trunk == "n_r" else 2 * self.gf_dim
 
     def build(self, input_shape):
         if not isinstance(input_shape, (tuple, list)) or len(input_shape) != 3:
@@ -92,9 +115,7 @@ class SDMRefinement(keras.layers.Layer):
             )
         h_shape = tuple(input_shape[0])
         self.imhm.build(input_shape)
-        for block in self.res_blocks:
-            block.build(h_shape)
-        self.upsample.build(h_shape)
+        build_trunk(self.res_blocks, self.upsample, h_shape[:-1] + (self.trunk_width,))
         self.built = True
 
     def compute_output_spec(self, inputs, training=None):
@@ -110,12 +131,17 @@ class SDMRefinement(keras.layers.Layer):
             ],
         }
 
+    def _widen(self, response, h):
+        """The trunk input: the response, or a 2 N_r concatenation (see the class docstring)."""
+        if self.trunk == "n_r":
+            return response
+        first = response if self.trunk == "2n_r" else ops.cast(h, self.compute_dtype)
+        return ops.concatenate([first, response], axis=-1)
+
     def call(self, inputs, training=None):
         response, head_outputs, alphas = self.imhm(inputs, training=training)
-        x = response
-        for block in self.res_blocks:
-            x = block(x, training=training)
-        features = self.upsample(x, training=training)
+        x = self._widen(response, inputs[0])
+        features = run_trunk(x, self.res_blocks, self.upsample, training)
         attention = ops.mean(ops.stack(alphas, axis=0), axis=0)
         return {"features": features, "attention": attention, "head_features": head_outputs}
 
@@ -132,6 +158,7 @@ class SDMRefinement(keras.layers.Layer):
                 "key_reading": self.key_reading,
                 "gate": self.gate,
                 "word_dim": self.word_dim,
+                "trunk": self.trunk,
             }
         )
         return config

@@ -46,8 +46,15 @@ class ModelConfig(configlib.ConfigBase):
     sdm_kernel: int = option(3, "Kernel of the SDM convolutions the paper leaves open "
                              "(M_c, phi_K, phi_V, phi_Q).", lower=1)
     key_reading: str = option(
-        "concat", "SDM key reading (eqs 8-12, see docs/decisions.md): concat or positional.",
+        "concat", "SDM key reading (eqs 8-12, see docs/decisions.md): concat (phi_K 3 N_r wide, "
+        "concatenated query) or positional (phi_K N_r + p^2 wide as printed; MSMT presets).",
         choices=("concat", "positional"))
+    sdm_trunk: str = option(
+        "n_r", "Blocks after the IMHM response (Sec. 3.3, see docs/decisions.md): n_r = R_NUM "
+        "ResBlock(N_r) + UpBlock(N_r); 2n_r = DM-GAN's cat(response, response) -> R_NUM "
+        "ResBlock(2 N_r) -> UpBlock(2 N_r -> N_r) (MSMT presets, fits Table 2); 2n_r_prev = "
+        "cat(R_{k-1}, response) -> the same 2 N_r blocks.",
+        choices=("n_r", "2n_r", "2n_r_prev"))
     fusion_gate: str = option("pixel", "Gated fusion (eqs 17-18): one gate per pixel or per channel.",
                               choices=("pixel", "channel"))
     discriminator: str = option(

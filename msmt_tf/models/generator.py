@@ -39,6 +39,8 @@ class Generator(keras.Model):
         word_dim: text feature width N_w.
         sdm_kernel: kernel of the SDM convolutions the paper leaves open.
         key_reading: SDM key reading, `"concat"` or `"positional"`.
+        sdm_trunk: blocks after the IMHM response, `"n_r"`, `"2n_r"` or `"2n_r_prev"`
+            (`SDMRefinement`'s `trunk`).
         fusion_gate: `"pixel"` or `"channel"` gated fusion.
         mask_row_quirk: reproduce the reference mask bug (imported checkpoints only).
         seed: seed of the conditioning-augmentation noise generator.
@@ -76,6 +78,7 @@ class Generator(keras.Model):
         fusion_gate="pixel",
         mask_row_quirk=False,
         seed=None,
+        sdm_trunk="n_r",
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -103,6 +106,7 @@ class Generator(keras.Model):
         self.fusion_gate = fusion_gate
         self.mask_row_quirk = mask_row_quirk
         self.seed = seed
+        self.sdm_trunk = sdm_trunk
 
         policy = self.dtype_policy
         self.ca = ConditioningAugmentation(
@@ -132,7 +136,28 @@ class Generator(keras.Model):
         return SDMRefinement(
             self.gf_dim, r_num=self.r_num, heads=self.heads, memory_dim=self.n_m, grid=self.grid,
             kernel_size=self.sdm_kernel, key_reading=self.key_reading, gate=self.fusion_gate,
-            word_dim=self.word_dim, name=name, dtype=policy)
+            word_dim=self.word_dim, trunk=self.sdm_trunk, name=name, dtype=policy)
+
+    def build_variables(self, words_num=18):
+        """Creates every variable from static shapes, without a forward pass.
+
+        The same variables as a first call on `[B, words_num]` captions. Under
+        `keras.StatelessScope(initialize_variables=False)` no initial value is drawn either,
+        which is how `param_count` counts a full-size model (MTWIG's 33.6M-entry orthogonal
+        kernel alone takes seconds to initialise).
+        """
+        words, mask = (None, words_num, self.word_dim), (None, words_num)
+        seeds = ((None, self.condition_dim), (None, self.z_dim))
+        with keras.name_scope(self.name):  # the variable paths of a first call
+            self.ca.build((None, self.word_dim))
+            self.initial_stage.build(seeds if self.initial == "ig" else seeds + (words, mask))
+            for k, head in enumerate(self.image_heads):
+                size = self.base_size * 2**k
+                if k > 0:
+                    h = (None, size // 2, size // 2, self.gf_dim)
+                    self.refiners[k - 1].build((h, words, mask))
+                head.build((None, size, size, self.gf_dim))
+        self.built = True
 
     def call(self, inputs, training=None):
         noise = inputs["noise"]
@@ -180,6 +205,7 @@ class Generator(keras.Model):
             "fusion_gate": self.fusion_gate,
             "mask_row_quirk": self.mask_row_quirk,
             "seed": self.seed,
+            "sdm_trunk": self.sdm_trunk,
         })
         return config
 
@@ -205,5 +231,6 @@ def build_generator(cfg, seed=None, name="generator"):
         fusion_gate=cfg.fusion_gate,
         mask_row_quirk=cfg.mask_row_quirk,
         seed=seed,
+        sdm_trunk=cfg.sdm_trunk,
         name=name,
     )

@@ -40,17 +40,24 @@ def _np_fuse(fusion, a, b):
 
 
 @pytest.mark.parametrize("gate", ["pixel", "channel"])
-def test_one_head_is_one_sdm_and_two_fusions(gate):
+def test_one_head_is_one_sdm_and_one_fusion(gate):
+    # Section 3.3: with a single head, U_1 = fuse(R, O_1) "becomes our response"; eq 16's
+    # skip connection is for T > 1 only.
     layer, (r, words, mask) = _build(heads=1, gate=gate)
+    assert layer.skip_fusion is None
+    assert not any("fuse_skip" in w.path for w in layer.weights)
+    per_fuse = 2 * N_R + 1 if gate == "pixel" else 2 * N_R * N_R + N_R
+    sdm = layer.sdms[0]
+    assert sum(int(np.prod(w.shape)) for w in layer.trainable_weights) == (
+        sum(int(np.prod(w.shape)) for w in sdm.trainable_weights) + per_fuse)
     response, heads, alphas = layer((r, words, mask))
-    o1, alpha1 = layer.sdms[0]((r, r, words, mask))
-    u1 = _np_fuse(layer.fusions[0], r, np.asarray(o1))  # eq 15, U_0 = R
-    expected = _np_fuse(layer.skip_fusion, u1, r)  # eq 16
+    o1, alpha1 = sdm((r, r, words, mask))
+    expected = _np_fuse(layer.fusions[0], r, np.asarray(o1))  # eq 15 with U_0 = R
     np.testing.assert_allclose(np.asarray(response), expected, atol=1e-5)
     np.testing.assert_allclose(np.asarray(heads[0]), np.asarray(o1), atol=1e-6)
     np.testing.assert_allclose(np.asarray(alphas[0]), np.asarray(alpha1), atol=1e-6)
-    # The fusions are not trivial: the response differs from both of its inputs.
-    assert np.abs(expected - r).max() > 1e-2 and np.abs(expected - u1).max() > 1e-2
+    # The fusion is not trivial: the response differs from both of its inputs.
+    assert np.abs(expected - r).max() > 1e-2 and np.abs(expected - np.asarray(o1)).max() > 1e-2
 
 
 @pytest.mark.parametrize("key_reading", ["concat", "positional"])
@@ -108,8 +115,9 @@ def test_bad_arguments(kwargs, match):
         IMHM(N_R, **kwargs)
 
 
-def test_serialization_round_trip():
-    layer = IMHM(N_R, heads=2, memory_dim=N_M, grid=H, kernel_size=1, key_reading="positional",
-                 gate="channel", word_dim=N_W, name="imhm_test")
+@pytest.mark.parametrize("num_heads", [1, 2])
+def test_serialization_round_trip(num_heads):
+    layer = IMHM(N_R, heads=num_heads, memory_dim=N_M, grid=H, kernel_size=1,
+                 key_reading="positional", gate="channel", word_dim=N_W, name="imhm_test")
     response, heads, alphas = run_serialization_test(layer, _inputs())
-    assert len(heads) == 2 and len(alphas) == 2
+    assert len(heads) == num_heads and len(alphas) == num_heads

@@ -98,7 +98,11 @@ def reference_sdm(r_mem, q_src, words, mask, wts, grid, key_reading):
                 for j in range(h):
                     g = _sigmoid(words[b, l] @ wts["A"] + cells[i, j] @ wts["B"][i, j])
                     memory[l, i, j] = mw * g + mc[i, j] * (1.0 - g)
-        keys = np.stack([_relu(_conv_same(memory[l], *wts["K"])) for l in range(num_words)])
+        # phi_K is linear; the ReLU (DM-GAN's key) is on the filters dotted with the query
+        # only: all 3 N_r of "concat", the first N_r of "positional" (its p^2 filters are logits).
+        keys = np.stack([_conv_same(memory[l], *wts["K"]) for l in range(num_words)])
+        n_key = keys.shape[-1] if key_reading == "concat" else n_r
+        keys[..., :n_key] = _relu(keys[..., :n_key])
         values = np.stack([_relu(_conv_same(memory[l], *wts["V"])) for l in range(num_words)])
         # eqs 9-12: queries.
         q_glob_map = _conv_same(q_src[b], *wts["Qg"])
@@ -152,6 +156,28 @@ def test_matches_loop_reference(key_reading, kernel_size):
     # The reference is not degenerate: weights vary over words and pixels.
     assert np.std(ref_alpha[0, ..., 0]) > 1e-3
     assert np.std(ref_out) > 1e-2
+
+
+def test_positional_logits_can_be_negative():
+    """Eq 8 exponentiates the score itself, so phi_K's p^2 positional filters (the logits of
+    the pixels of a cell) must not be clipped at 0. With zero queries the logits are the
+    positional filters alone; lowering their bias by 100 makes every one of them negative but
+    keeps their differences over words, so alpha must not change (under a ReLU every logit
+    would become 0 and alpha uniform)."""
+    layer = SpatialDynamicMemory(N_R, memory_dim=N_M, grid=H, kernel_size=1,
+                                 key_reading="positional", word_dim=N_W)
+    inputs = _inputs(lengths=(3, 3))
+    layer(inputs)
+    _randomize(layer, scale=1.0)
+    for conv in (layer.query_global, layer.query_grid, layer.query_pixel):
+        conv.set_weights([np.zeros_like(w) for w in conv.get_weights()])
+    _, alpha = layer(inputs)
+    alpha = np.asarray(alpha)
+    assert np.abs(alpha - 1.0 / L).max() > 1e-2  # the positional logits order the words
+    kernel, bias = (np.asarray(w) for w in layer.key_conv.get_weights())
+    layer.key_conv.set_weights([kernel, bias - 100.0 * (np.arange(bias.size) >= N_R)])
+    _, alpha_low = layer(inputs)
+    np.testing.assert_allclose(np.asarray(alpha_low), alpha, atol=1e-5)
 
 
 @pytest.mark.parametrize("key_reading", ["concat", "positional"])

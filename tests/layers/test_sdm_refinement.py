@@ -26,8 +26,9 @@ def _stage(**kwargs):
     return SDMRefinement(GF, **args)
 
 
-def test_outputs_and_wiring():
-    stage = _stage(heads=3)
+@pytest.mark.parametrize("trunk", ["n_r", "2n_r", "2n_r_prev"])
+def test_outputs_and_wiring(trunk):
+    stage = _stage(heads=3, trunk=trunk)
     inputs = _inputs()
     out = stage(inputs, training=False)
     assert sorted(out) == ["attention", "features", "head_features"]
@@ -35,9 +36,15 @@ def test_outputs_and_wiring():
     assert out["attention"].shape == (B, S, S, L) and out["attention"].dtype == "float32"
     assert len(out["head_features"]) == 3
     assert all(o.shape == (B, S, S, GF) for o in out["head_features"])
-    # Second code path: the sublayers chained by hand.
+    width = GF if trunk == "n_r" else 2 * GF
+    assert [b.channels for b in stage.res_blocks] == [width, width]
+    assert stage.upsample.conv.kernel.shape == (3, 3, width, 2 * GF)
+    # Second code path: the sublayers chained by hand; the trunk input written out per reading
+    # (2n_r: DM-GAN's cat(h_new, h_new) on the response; 2n_r_prev: cat(R_{k-1}, response)).
     response, heads, alphas = stage.imhm(inputs)
-    x = response
+    x = np.asarray(response)
+    x = {"n_r": x, "2n_r": np.concatenate([x, x], -1),
+         "2n_r_prev": np.concatenate([inputs[0], x], -1)}[trunk]
     for block in stage.res_blocks:
         x = block(x, training=False)
     np.testing.assert_allclose(
@@ -70,8 +77,9 @@ def test_padding_words_change_nothing():
                                np.asarray(out["attention"]), atol=1e-6)
 
 
-def test_gradient_reaches_every_trainable_weight():
-    stage = _stage(key_reading="positional", gate="channel")
+@pytest.mark.parametrize("trunk", ["n_r", "2n_r"])
+def test_gradient_reaches_every_trainable_weight(trunk):
+    stage = _stage(key_reading="positional", gate="channel", trunk=trunk)
     h, words, mask = _inputs(size=8)
     stage((h, words, mask), training=True)
     rng = np.random.default_rng(3)
@@ -99,20 +107,25 @@ def _sdm_params(n_r, n_m, n_w, h, k, key_dim):
 
 
 @pytest.mark.parametrize(
-    "size, key_reading, kernel_size",
-    [(64, "concat", 3), (64, "positional", 1), (128, "positional", 3)],
+    "size, key_reading, kernel_size, trunk, heads",
+    [(64, "concat", 3, "n_r", 6), (64, "positional", 1, "n_r", 6),
+     (128, "positional", 3, "2n_r", 6), (64, "concat", 3, "2n_r_prev", 6),
+     (64, "positional", 3, "2n_r", 1)],
 )
-def test_parameter_count_at_paper_settings(size, key_reading, kernel_size):
+def test_parameter_count_at_paper_settings(size, key_reading, kernel_size, trunk, heads):
     # N_r 48, N_m 96, T 6, h 8, R_NUM 2, N_w 256 (paper section 4, appendix 7.3).
-    stage = SDMRefinement(48, r_num=2, heads=6, memory_dim=96, grid=8,
-                          kernel_size=kernel_size, key_reading=key_reading)
+    stage = SDMRefinement(48, r_num=2, heads=heads, memory_dim=96, grid=8,
+                          kernel_size=kernel_size, key_reading=key_reading, trunk=trunk)
     stage.build(((None, size, size, 48), (None, 18, 256), (None, 18)))
     p = size // 8
     key_dim = 3 * 48 if key_reading == "concat" else 48 + p * p
     fusion = 2 * 48 + 1  # pixel gate: 1x1 conv 2N_r -> 1 with bias
-    res_block = 9 * 48 * 96 + 2 * 96 + 9 * 48 * 48 + 2 * 48  # convs without bias + BN gamma/beta
-    up_block = 9 * 48 * 96 + 2 * 96
-    expected = 6 * (_sdm_params(48, 96, 256, 8, kernel_size, key_dim) + fusion) + fusion
+    c = 48 if trunk == "n_r" else 96  # trunk width
+    res_block = 9 * c * 2 * c + 2 * 2 * c + 9 * c * c + 2 * c  # convs without bias + BN
+    up_block = 9 * c * 96 + 2 * 96  # UpBlock(c -> 48): conv c -> 2 * 48, BN
+    # T heads (SDM + eq 15 fusion each) and eq 16's skip fusion for T > 1 only.
+    expected = heads * (_sdm_params(48, 96, 256, 8, kernel_size, key_dim) + fusion)
+    expected += fusion if heads > 1 else 0
     expected += 2 * res_block + up_block
     trainable = sum(int(np.prod(w.shape)) for w in stage.trainable_weights)
     assert trainable == expected
@@ -135,7 +148,7 @@ def test_mixed_precision_dtypes():
 
 def test_serialization_round_trip():
     stage = _stage(r_num=1, heads=2, kernel_size=1, key_reading="positional", gate="channel",
-                   name="stage_test")
+                   trunk="2n_r_prev", name="stage_test")
     out = run_serialization_test(stage, _inputs())
     assert out["features"].shape == (B, 2 * S, 2 * S, GF)
 
@@ -143,3 +156,8 @@ def test_serialization_round_trip():
 def test_bad_r_num():
     with pytest.raises(ValueError, match="r_num=-1"):
         _stage(r_num=-1)
+
+
+def test_bad_trunk():
+    with pytest.raises(ValueError, match=r"trunk='3n_r'.*--sdm_trunk"):
+        _stage(trunk="3n_r")
