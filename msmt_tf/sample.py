@@ -43,12 +43,14 @@ def main(argv, flag_values=FLAGS):
     for i, caption in enumerate(enc.captions):
         notes = []
         if enc.unknown[i]:
-            notes.append(f"unknown words dropped: {', '.join(enc.unknown[i])}")
+            notes.append("unknown words dropped: "
+                         + sampling.shorten(", ".join(enc.unknown[i]), sampling.WORDS_LIMIT))
         if enc.truncated[i]:
             notes.append(f"words after the first {enc.ids.shape[1]} dropped: "
-                         f"{', '.join(enc.truncated[i])}")
+                         + sampling.shorten(", ".join(enc.truncated[i]), sampling.WORDS_LIMIT))
         if notes:
-            print(f"caption {i} {caption!r}: {'; '.join(notes)}", file=sys.stderr)
+            print(f"caption {i} {sampling.shorten(caption, quote=True)}: {'; '.join(notes)}",
+                  file=sys.stderr)
     if cfg.maps and not samples.attention:
         print("--maps: the generator has a single stage, so there are no refinement maps.",
               file=sys.stderr)

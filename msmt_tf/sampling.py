@@ -5,7 +5,9 @@ The library behind ``python -m msmt_tf.sample``:
 * ``encode_captions(vocab, captions, words_num, unknown)``: the training rules
   (``vocabulary.tokenize``, unknown words dropped, the first ``words_num`` ids zero-padded as
   the pipeline's evaluation rule); unknown words are listed per caption; ``unknown="error"``
-  rejects them, and a caption with no known word is always an error naming it.
+  rejects them, and a caption with no known word is always an error naming it. Messages show
+  at most ``QUOTE_LIMIT`` characters of a caption and ``WORDS_LIMIT`` of a word list
+  (``shorten``), so a message stays one short line whatever the caption.
 * ``seeded_noise(seed, rows, z_dim, condition_dim)``: row ``r`` is
   ``tf.random.stateless_normal([z_dim + condition_dim], seed=[seed, r])`` split into the noise
   ``z`` and the conditioning-augmentation noise ``eps``. Rows do not depend on each other, so
@@ -67,9 +69,31 @@ class EncodedCaptions:
     words: List[List[str]]
 
 
-def _quote(caption, limit=80):
-    text = caption if len(caption) <= limit else caption[: limit - 3] + "..."
-    return repr(text)
+QUOTE_LIMIT = 64  # characters of a caption a message shows (shorten)
+WORDS_LIMIT = 32  # characters of a list of words a message shows
+
+
+def shorten(text, limit=QUOTE_LIMIT, quote=False):
+    """``text`` (its ``repr`` with ``quote``) for a message, at most ``limit`` characters.
+
+    Longer text is cut to its start + ``"... (N characters)"``, N the length of ``text``:
+    every message that shows a caption or its words goes through here, so a
+    5,000-character caption is never echoed in full.
+    """
+    text = str(text)
+    shown = repr(text) if quote else text
+    if len(shown) <= limit:
+        return shown
+    suffix = f"... ({len(text)} characters)"
+    return shown[: max(limit - len(suffix), 1)] + suffix
+
+
+def _quote(caption):
+    return shorten(caption, QUOTE_LIMIT, quote=True)
+
+
+def _words(words):
+    return shorten(", ".join(words), WORDS_LIMIT)
 
 
 def encode_captions(vocab, captions, words_num, unknown="drop"):
@@ -91,14 +115,13 @@ def encode_captions(vocab, captions, words_num, unknown="drop"):
         tokens = vocab_lib.tokenize(caption)
         known, missing = vocab.encode_tokens(tokens)
         if not known:
-            reason = (f"unknown words: {', '.join(missing)}" if missing
-                      else "it has no word token")
+            reason = f"unknown words: {_words(missing)}" if missing else "it has no word token"
             raise SamplingError(
                 f"caption {i} {_quote(caption)} has no word of the vocabulary ({reason}).")
         if missing and unknown == "error":
             raise SamplingError(
                 f"caption {i} {_quote(caption)} has words not in the vocabulary: "
-                f"{', '.join(missing)} (--unknown=error; --unknown=drop leaves them out).")
+                f"{_words(missing)} (--unknown=error; --unknown=drop skips them).")
         kept = known[:words_num]  # the pipeline's evaluation rule: the first words_num ids
         ids[i, : len(kept)] = kept
         lengths[i] = len(kept)

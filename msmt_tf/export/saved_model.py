@@ -19,13 +19,36 @@ image size, W = ``words_num``):
 * ``tokenize(captions)`` -> ``ids`` int32 [N, W], ``length`` int32 [N], ``unknown_words``
   string [N, U] (padded with "").
 
-Quantisation is the evaluation's: ``uint8(clip((x + 1) * 127.5, 0, 255))`` truncated. A caption
-with no known word fails the call with ``InvalidArgumentError`` listing the captions. The
+Every signature also returns, per caption (the contract for captions the model cannot draw):
+
+* ``valid`` bool [N]: the caption has at least one word of the vocabulary;
+* ``length`` int32 [N]: the words the generator sees, ``min(known_words, W)``;
+* ``known_words`` int32 [N]: the caption's vocabulary words before truncation
+  (``known_words > W``: the caption was cut).
+
+An invalid caption (empty, blank, punctuation only, or only unknown words) never fails the
+call: its row of ``images`` is ``BLANK_UINT8`` (0, black) in ``generate`` /
+``generate_seeded`` and ``BLANK_FLOAT`` (-1.0, which quantises to 0) in ``generate_float``,
+its ``valid`` is false and its ``ids`` are all 0. The generator runs on the valid rows only
+(gathered, then scattered back): a valid row goes through the same computation, on the same
+inputs, as in a batch without the invalid rows (bitwise equal images on CPU,
+``tests/export/test_saved_model.py``). Row r's noise stays keyed by
+its position r in the request, invalid rows included (``generate_seeded``: ``seed=[seed, r]``):
+an image depends only on its own caption, its noise (seed, r) and the weights, never on the
+other captions of the batch. A batch of invalid captions only returns blank images.
+
+Long captions: the whole caption is tokenised (no character limit) and the first W vocabulary
+words are kept (the pipeline's evaluation rule), so a 5,000-character caption is generated from
+its first W known words. No message of these signatures quotes a caption; the only remaining
+errors are ``noise`` / ``ca_eps`` with a row count different from ``captions``
+(``InvalidArgumentError``).
+
+Quantisation is the evaluation's: ``uint8(clip((x + 1) * 127.5, 0, 255))`` truncated. The
 ``ConditioningAugmentation`` layer would draw its noise from a stateful ``SeedGenerator`` when
 given none; every endpoint passes ``ca_eps`` explicitly, so the graph holds no RNG state.
 
 ``assets.extra/msmt_tf.json`` (TF Serving's place for extra files) records the run,
-checkpoint, sizes and vocabulary hash.
+checkpoint, sizes, vocabulary hash, the outputs of each signature and this contract.
 """
 
 import json
@@ -40,6 +63,15 @@ from msmt_tf.sampling import seeded_noise
 
 INFO_FILE = os.path.join("assets.extra", "msmt_tf.json")
 SIGNATURES = ("generate", "generate_seeded", "generate_float", "tokenize")
+PER_CAPTION_OUTPUTS = ("valid", "length", "known_words")
+OUTPUTS = {
+    "generate": ("images",) + PER_CAPTION_OUTPUTS,
+    "generate_seeded": ("images",) + PER_CAPTION_OUTPUTS,
+    "generate_float": ("images",) + PER_CAPTION_OUTPUTS,
+    "tokenize": ("ids", "unknown_words") + PER_CAPTION_OUTPUTS,
+}
+BLANK_FLOAT = -1.0  # the image of an invalid caption in generate_float (black)
+BLANK_UINT8 = 0  # ... in generate / generate_seeded: to_uint8(BLANK_FLOAT)
 
 
 class ExportError(errors.UserError, ValueError):
@@ -63,6 +95,10 @@ def eps_spec(condition_dim):
     return tf.TensorSpec([None, condition_dim], tf.float32, name="ca_eps")
 
 
+def ids_spec(words_num):
+    return tf.TensorSpec([None, words_num], tf.int32, name="ids")
+
+
 class _Endpoints:
     """The endpoint functions over one generator, text encoder and tokenizer."""
 
@@ -73,23 +109,27 @@ class _Endpoints:
         self.z_dim = int(generator.z_dim)
         self.condition_dim = int(generator.condition_dim)
         # One traced graph of text encoder + generator that every endpoint calls (tracing the
-        # generator once instead of once per endpoint).
+        # generator once instead of once per endpoint); it sees the valid rows only.
         self.images = tf.function(self._images, autograph=False, input_signature=[
-            captions_spec(), noise_spec(self.z_dim), eps_spec(self.condition_dim)])
+            ids_spec(tokenizer.words_num), noise_spec(self.z_dim), eps_spec(self.condition_dim)])
+        self.image_shape = self.images.get_concrete_function().outputs[0].shape[1:]
 
-    def _ids(self, captions):
+    def _images(self, ids, noise, ca_eps):
+        words, sentence = self.text_encoder(ids, training=False)
+        out = self.generator({"noise": noise, "sentence": sentence, "words": words,
+                              "mask": tf.not_equal(ids, 0), "ca_eps": ca_eps}, training=False)
+        return out["images"][-1]
+
+    @staticmethod
+    def _per_caption(tok):
+        """The per-caption outputs every signature returns (module docstring)."""
+        return {"valid": tok["valid"], "length": tok["length"], "known_words": tok["known"]}
+
+    def _generate(self, captions, noise, ca_eps):
+        """float32 images ``[N, S, S, 3]`` of the valid captions, ``BLANK_FLOAT`` rows for the
+        invalid ones, and the per-caption outputs."""
         tok = self.tokenizer(captions)
-        empty = tf.equal(tok["length"], 0)
-        check = tf.debugging.Assert(
-            tf.logical_not(tf.reduce_any(empty)),
-            ["captions with no word of the vocabulary:", tf.boolean_mask(captions, empty)],
-            summarize=16)
-        with tf.control_dependencies([check]):
-            return tf.identity(tok["ids"])
-
-    def _images(self, captions, noise, ca_eps):
-        ids = self._ids(captions)
-        n = tf.shape(ids)[0]
+        n = tf.shape(captions)[0]
         checks = [
             tf.debugging.assert_equal(tf.shape(noise)[0], n,
                                       message="noise needs one row per caption"),
@@ -97,26 +137,35 @@ class _Endpoints:
                                       message="ca_eps needs one row per caption"),
         ]
         with tf.control_dependencies(checks):
-            words, sentence = self.text_encoder(ids, training=False)
-        out = self.generator({"noise": noise, "sentence": sentence, "words": words,
-                              "mask": tf.not_equal(ids, 0), "ca_eps": ca_eps}, training=False)
-        return out["images"][-1]
+            rows = tf.where(tok["valid"])  # [M, 1] int64, increasing
+        ids, noise, ca_eps = (tf.gather_nd(x, rows) for x in (tok["ids"], noise, ca_eps))
+        shape = self.image_shape
+        # The generator cannot run on an empty batch (SDM reshapes), hence the cond.
+        valid_images = tf.cond(
+            tf.shape(rows)[0] > 0, lambda: self.images(ids, noise, ca_eps),
+            lambda: tf.zeros([0] + shape.as_list(), tf.float32))
+        blank = tf.fill(tf.concat([[n], tf.constant(shape.as_list())], 0), BLANK_FLOAT)
+        images = tf.ensure_shape(tf.tensor_scatter_nd_update(blank, rows, valid_images),
+                                 [None] + shape.as_list())
+        return dict(images=images, **self._per_caption(tok))
 
     def generate(self, captions, noise):
         eps = tf.zeros([tf.shape(noise)[0], self.condition_dim], tf.float32)
-        return {"images": to_uint8(self.images(captions, noise, eps))}
+        out = self._generate(captions, noise, eps)
+        return dict(out, images=to_uint8(out["images"]))
 
     def generate_seeded(self, captions, seed):
         noise, eps = seeded_noise(seed, tf.shape(captions)[0], self.z_dim, self.condition_dim)
-        return {"images": to_uint8(self.images(captions, noise, eps))}
+        out = self._generate(captions, noise, eps)
+        return dict(out, images=to_uint8(out["images"]))
 
     def generate_float(self, captions, noise, ca_eps):
-        return {"images": self.images(captions, noise, ca_eps)}
+        return self._generate(captions, noise, ca_eps)
 
     def tokenize(self, captions):
         tok = self.tokenizer(captions)
-        return {"ids": tok["ids"], "length": tok["length"],
-                "unknown_words": tok["unknown_words"].to_tensor(default_value="")}
+        return dict(ids=tok["ids"], unknown_words=tok["unknown_words"].to_tensor(default_value=""),
+                    **self._per_caption(tok))
 
 
 class InferenceModule(tf.Module):
@@ -189,6 +238,11 @@ def export_saved_model(inference, out_dir, overwrite=False):
                                         "seed=[seed, row]) = [z | ca_eps]",
                      "generate_float": "the ca_eps input"},
         "quantize": "uint8(clip((x + 1) * 127.5, 0, 255)), truncated",
+        "outputs": {name: list(keys) for name, keys in OUTPUTS.items()},
+        "invalid_caption": f"a caption with no vocabulary word (empty included): valid=false, "
+                           f"a blank image ({BLANK_UINT8} in uint8, {BLANK_FLOAT} in float); "
+                           "the other rows are unchanged",
+        "long_caption": f"the first {words_num} vocabulary words are kept",
         "tensorflow_version": tf.__version__,
     }
     path = os.path.join(out_dir, INFO_FILE)

@@ -15,7 +15,10 @@ Per caption, the same steps as the Python code:
 5. vocabulary lookup in a ``StaticHashTable``; unknown words (and ``'<end>'``, id 0) dropped;
 6. the first ``words_num`` ids, zero-padded: the pipeline's evaluation rule
    (``pipeline.choose_caption(training=False)``; the random word subset is a training
-   augmentation).
+   augmentation). A caption of any length is tokenised whole; only its first ``words_num``
+   known words reach the generator (``length``), ``known`` counts them all;
+7. ``valid``: the caption has at least one known word (an empty caption, or one of unknown
+   words only, gives all-zero ids, which the generator cannot condition on).
 
 ``tests/export/test_tokenizer.py`` compares the ids with the Python path on tricky captions and
 the tokens on every Unicode code point between two ASCII letters.
@@ -60,8 +63,8 @@ class CaptionTokenizer(tf.Module):
     Returns:
         dict with ``ids`` int32 ``[N, words_num]`` (zero-padded), ``length`` int32 ``[N]``
         (real words kept, ``min(known, words_num)``), ``known`` int32 ``[N]`` (known words
-        before truncation), ``unknown_words`` a ragged string ``[N, None]`` of the dropped
-        tokens.
+        before truncation), ``valid`` bool ``[N]`` (``length > 0``), ``unknown_words`` a
+        ragged string ``[N, None]`` of the dropped tokens.
     """
 
     def __init__(self, words, words_num, name=None):
@@ -107,5 +110,6 @@ class CaptionTokenizer(tf.Module):
             "ids": fixed,
             "length": tf.minimum(count, self.words_num),
             "known": count,
+            "valid": count > 0,
             "unknown_words": unknown_words,
         }

@@ -46,6 +46,7 @@ def test_ids_equal_the_python_tokenizer_and_the_pipeline():
         ids, n, known = _pipeline_ids(caption)
         np.testing.assert_array_equal(out["ids"][i], ids, err_msg=repr(caption))
         assert int(out["length"][i]) == n and int(out["known"][i]) == known
+        assert bool(out["valid"][i]) == (n > 0), repr(caption)
         unknown = [w.decode() for w in out["unknown_words"][i].numpy()]
         assert unknown == VOCAB.encode(caption)[1], repr(caption)
         if n:  # the sampling library's encoding agrees too
@@ -55,6 +56,7 @@ def test_ids_equal_the_python_tokenizer_and_the_pipeline():
     assert tokenize(TRICKY[3]) == ["nave", "caf", "bird"]
     assert tokenize(TRICKY[4]) == ["i", "k", "bird"]
     assert int(out["known"][1]) == 10 and int(out["length"][1]) == WORDS_NUM
+    assert out["valid"].numpy()[-3:].tolist() == [False, False, False]  # "zzz qqq", "", "   "
 
 
 def _code_points():
