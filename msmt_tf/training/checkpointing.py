@@ -14,6 +14,14 @@ EMA model, ``tf.random.Generator``s), plus ``RngState``: Keras 3 does *not* put 
 built (``optimizer.build(model.trainable_variables)``) before the checkpoint is created so
 that their slots exist when it is restored.
 
+Keras objects are saved as ``VariableMap``s: each variable under a key naming what it is, its
+Keras path relative to its model (``refine_1/imhm/sdm_0/key/kernel``), optimizer slots under
+their model variable (``generator/ca/fc/kernel/momentum``), so reordering layers in the code
+cannot load weights into the wrong variables. ``read_checkpoint`` (used by ``TrainCheckpoint``,
+``restore.load_for_inference``) compares keys and shapes first and raises a one-line
+``CheckpointError`` listing the differences; checkpoints of earlier versions, keyed by position
+(``by_index/v00042``), are read by position with shape checks and a warning.
+
 ``StopSignal`` installs SIGTERM/SIGINT handlers that only set a flag; the loop checks
 ``stop.requested`` after each step, saves and returns. A second SIGINT interrupts at once.
 """
@@ -21,6 +29,7 @@ that their slots exist when it is restored.
 import json
 import logging
 import os
+import re
 import shutil
 import signal
 import threading
@@ -140,31 +149,315 @@ def _task_index_from_env():
         return 0
 
 
+# ------------------------------------------------------------------ variable keys
+# A ``VariableMap`` stores each variable under ``<object>/by_path/<key>``, ``<key>`` naming what
+# the variable *is* (its Keras path), so reordering layers or variables in the code cannot load
+# a value into the wrong variable. Checkpoints written before keyed by position
+# (``<object>/by_index/v00042``, ``obj.variables`` order); ``read_checkpoint`` still reads those.
+PATH_KEYS = "by_path"
+INDEX_KEYS = "by_index"  # the old positional layout
+_VALUE_SUFFIX = "/.ATTRIBUTES/VARIABLE_VALUE"
+_SHOW = 5  # mismatches listed per kind in an error message
+
+
+def _escape(name):
+    """A checkpoint object name as TensorFlow writes it in variable keys ("." -> "..", "/" -> ".S")."""
+    return name.replace(".", "..").replace("/", ".S")
+
+
+def _unescape(name):
+    return re.sub(r"\.(.)", lambda m: "/" if m.group(1) == "S" else m.group(1), name)
+
+
+def _is_auto_name(obj):
+    """True if a Keras built-in layer or seed generator has a name of Keras' own numbering:
+    the class name in snake case with an optional ``_<n>`` (``dense_7``, ``seed_generator_3``),
+    which a process-wide counter assigns, so it differs between two builds in one process."""
+    from keras.src.utils.naming import to_snake_case  # no public accessor exists
+
+    cls = type(obj)
+    if not cls.__module__.startswith("keras."):
+        return False
+    return re.fullmatch(re.escape(to_snake_case(cls.__name__)) + r"(_\d+)?", str(obj.name)) is not None
+
+
+def _auto_names(layer):
+    """``{auto-generated name: its base}`` of every layer and seed generator under ``layer``."""
+    from keras.src.utils.naming import to_snake_case
+
+    out = {}
+    for sub in layer._flatten_layers(include_self=True, recursive=True):
+        for obj in [sub] + list(getattr(sub, "_seed_generators", [])):
+            if _is_auto_name(obj):
+                out[str(obj.name)] = to_snake_case(type(obj).__name__)
+    return out
+
+
+def _disambiguate(keys, what):
+    """Unique keys: the k-th repeat (k >= 2) of a key becomes ``<key>#<k>``, in the given order."""
+    seen, out = {}, []
+    for k in keys:
+        seen[k] = seen.get(k, 0) + 1
+        out.append(k if seen[k] == 1 else f"{k}#{seen[k]}")
+    repeated = sorted(k for k, n in seen.items() if n > 1)
+    if repeated:
+        logging.warning(
+            "%s: %d variable paths occur more than once (%s); their repeats are keyed <path>#2, "
+            "#3, ... in variable order, so only those depend on the order.", what,
+            len(repeated), ", ".join(repeated[:_SHOW]))
+    return out
+
+
+def layer_variable_keys(layer):
+    """``[(key, variable)]`` of every variable of a Keras layer/model, in ``layer.variables`` order.
+
+    The key is the variable's Keras path (``generator/stage0/dense/kernel``) relative to the layer
+    (``stage0/dense/kernel``: the live and the EMA generator share keys whatever their names).
+    Names of Keras' own numbering (``dense_7``, ``seed_generator_3``: a built-in layer or seed
+    generator named as its class in snake case, from a process-wide counter) are renumbered by
+    their first appearance in the layer (``dense``, ``dense_1``, ... as a fresh process names
+    them), so two builds in one process get the same keys; every other name is kept as it is
+    (msmt_tf's networks name their layers). Paths that still repeat get ``#2``, ``#3``, ... in
+    variable order (``_disambiguate``; none in msmt_tf's networks).
+    """
+    variables = list(layer.variables)
+    prefix = f"{layer.name}/"
+    auto = _auto_names(layer)
+    rank, renamed = {}, {}
+    keys = []
+    for v in variables:
+        path = str(getattr(v, "path", None) or v.name)
+        parts = (path[len(prefix):] if path.startswith(prefix) else path).split("/")
+        for i, part in enumerate(parts[:-1]):
+            if part in auto:
+                if part not in renamed:
+                    base = auto[part]
+                    n = rank[base] = rank.get(base, -1) + 1
+                    renamed[part] = base if n == 0 else f"{base}_{n}"
+                parts[i] = renamed[part]
+        keys.append("/".join(parts))
+    return list(zip(_disambiguate(keys, f"model {layer.name!r}"), variables))
+
+
+def _slot_of(name, refs_by_prefix):
+    """``(reference variable, slot name)`` of an optimizer variable named by Keras'
+    ``add_variable_from_reference`` (``<reference path with / as _>_<slot>``), or None."""
+    pos = len(name)
+    while True:
+        pos = name.rfind("_", 0, pos)
+        if pos <= 0:
+            return None
+        refs = refs_by_prefix.get(name[:pos])
+        if refs is not None:
+            return (refs[0], name[pos + 1:]) if len(refs) == 1 else None
+
+
+def optimizer_variable_keys(optimizer, owners=None):
+    """``[(key, variable)]`` of every variable of a built Keras optimizer.
+
+    A slot (Adam's momentum/velocity, ...) is keyed by the model variable it belongs to:
+    ``<owner>/<key of the variable in that model>/<slot>`` (``generator/ca/fc/kernel/momentum``)
+    with ``owners`` ``{name: Keras layer/model}`` (``TrainCheckpoint`` passes its models), else
+    ``<variable path>/<slot>``; the optimizer's own variables by name (``iteration``,
+    ``learning_rate``); a wrapped optimizer's (``LossScaleOptimizer``) under ``inner_optimizer/``.
+    The optimizer's own auto-numbered name (``adam_3``) is never part of a key.
+    """
+    owners = owners or {}
+    ref_keys = {}
+    for owner, layer in owners.items():
+        for key, v in layer_variable_keys(layer):
+            ref_keys.setdefault(id(v), f"{owner}/{key}")
+    refs = list(getattr(optimizer, "_trainable_variables", []))
+    refs_by_prefix = {}
+    for r in refs:
+        refs_by_prefix.setdefault(str(r.path).replace("/", "_"), []).append(r)
+    inner = getattr(optimizer, "inner_optimizer", None)
+    inner_items = optimizer_variable_keys(inner, owners) if inner is not None else []
+    inner_ids = {id(v) for _, v in inner_items}
+    keys, variables = [], []
+    for v in optimizer.variables:
+        if id(v) in inner_ids:
+            continue
+        name = str(v.name)
+        slot = _slot_of(name, refs_by_prefix)
+        if slot is not None and tuple(slot[0].shape) == tuple(v.shape):
+            ref, slot_name = slot
+            name = f"{ref_keys.get(id(ref), str(ref.path))}/{slot_name}"
+        keys.append(name)
+        variables.append(v)
+    keys += [f"inner_optimizer/{k}" for k, _ in inner_items]
+    variables += [v for _, v in inner_items]
+    return list(zip(_disambiguate(keys, f"optimizer {optimizer.name!r}"), variables))
+
+
+def variable_keys(obj, owners=None):
+    """``[(key, variable)]`` of a Keras layer/model or optimizer (see the two functions above)."""
+    if isinstance(obj, keras.optimizers.Optimizer):
+        return optimizer_variable_keys(obj, owners)
+    return layer_variable_keys(obj)
+
+
 class VariableMap(tf.Module):
-    """Every variable of a Keras layer/model/optimizer, checkpointed by its position.
+    """Every variable of a Keras layer/model/optimizer, checkpointed under a stable key.
 
     Keras 3 objects are only partly reachable through ``tf.train.Checkpoint``'s object graph:
     sublayers held in Python lists or dicts (upsampling stacks, IMHM heads, Inception blocks)
     are tracked by Keras' own tracker, which TensorFlow's checkpointing does not follow, so
     their BatchNorm statistics and spectral-norm vectors would silently be left out. This
-    module lists every variable in ``obj.variables`` order, which is fixed by how the model is
-    built (auto-numbered layer names such as ``dense_8`` are not), so nothing is lost and any
-    code that builds the same model can read the checkpoint; a model of another shape fails
-    the restore with a shape mismatch. The Keras paths are kept for error messages.
+    module lists every variable under ``by_path/<key>`` (``variable_keys``: the Keras path
+    relative to the model; optimizer slots by their model variable), so nothing is lost,
+    reordering variables in the code changes nothing, and a renamed or reshaped variable is
+    a clear error in ``read_checkpoint``. ``keys`` is in ``obj.variables`` order, the order of
+    the old positional layout (``by_index/v00042``) that ``read_checkpoint`` still reads.
+
+    Args:
+        obj: a Keras layer/model or a built optimizer.
+        owners: for an optimizer, ``{name: model}`` whose variables it updates (slot keys).
     """
 
-    def __init__(self, obj, name=None):
+    def __init__(self, obj, name=None, owners=None):
         super().__init__(name=name)
-        variables = list(obj.variables)
-        self.paths = [str(getattr(v, "path", v.name)) for v in variables]
-        self.by_index = {f"v{i:05d}": v for i, v in enumerate(variables)}
+        items = variable_keys(obj, owners)
+        self.keys = [k for k, _ in items]
+        self.by_path = dict(items)
 
 
-def wrap_for_checkpoint(obj):
+class _PositionalView(tf.Module):
+    """The variables of a ``VariableMap`` in the old positional layout (``by_index/v00042``)."""
+
+    def __init__(self, vmap):
+        super().__init__()
+        self.by_index = {f"v{i:05d}": vmap.by_path[k] for i, k in enumerate(vmap.keys)}
+
+
+def wrap_for_checkpoint(obj, owners=None):
     """A ``VariableMap`` for Keras layers/models/optimizers; anything else unchanged."""
     if isinstance(obj, (keras.layers.Layer, keras.optimizers.Optimizer)):
-        return VariableMap(obj)
+        return VariableMap(obj, owners=owners)
     return obj
+
+
+def wrap_all(objects):
+    """``wrap_for_checkpoint`` of each ``{name: object}``; optimizer slots are keyed by the
+    models among ``objects`` (``<model name>/<variable key>/<slot>``)."""
+    owners = {n: o for n, o in objects.items() if isinstance(o, keras.layers.Layer)}
+    return {n: wrap_for_checkpoint(o, owners) for n, o in objects.items()}
+
+
+def _stored(shapes, name, layout):
+    """``{key: shape}`` stored for object ``name`` in ``layout`` (``by_path``/``by_index``)."""
+    head = f"{_escape(name)}/{layout}/"
+    out = {}
+    for k, shape in shapes.items():
+        if k.startswith(head) and k.endswith(_VALUE_SUFFIX):
+            out[_unescape(k[len(head):-len(_VALUE_SUFFIX)])] = tuple(shape)
+    return out
+
+
+def stored_values(prefix, name):
+    """``{key: array}`` saved for object ``name`` (a ``VariableMap``) in checkpoint ``prefix``."""
+    reader = tf.train.load_checkpoint(prefix)
+    keys = _stored(reader.get_variable_to_shape_map(), name, PATH_KEYS)
+    return {k: reader.get_tensor(f"{_escape(name)}/{PATH_KEYS}/{_escape(k)}{_VALUE_SUFFIX}") for k in keys}
+
+
+def _compare(name, vmap, shapes):
+    """``(layout, missing, unexpected, misshaped)`` of one ``VariableMap`` against a checkpoint."""
+    want = {k: tuple(v.shape) for k, v in vmap.by_path.items()}
+    stored = _stored(shapes, name, PATH_KEYS)
+    layout = PATH_KEYS
+    if not stored:
+        old = _stored(shapes, name, INDEX_KEYS)
+        if old:  # the positional layout: compare position by position, keys shown for clarity
+            layout = INDEX_KEYS
+            stored = {}
+            for idx, shape in old.items():
+                i = int(idx[1:]) if re.fullmatch(r"v\d+", idx) else None
+                label = vmap.keys[i] if i is not None and i < len(vmap.keys) else idx
+                stored[label if label in want else f"{idx} (no such position)"] = shape
+    missing = [f"{name}:{k}" for k in want if k not in stored]
+    unexpected = [f"{name}:{k}" for k in stored if k not in want]
+    misshaped = [f"{name}:{k} checkpoint {stored[k]} vs model {s}" for k, s in want.items()
+                 if k in stored and stored[k] != s]
+    return layout, missing, unexpected, misshaped
+
+
+def _listed(label, items):
+    if not items:
+        return None
+    more = f", ... ({len(items) - _SHOW} more)" if len(items) > _SHOW else ""
+    return f"{len(items)} {label} [{', '.join(items[:_SHOW])}{more}]"
+
+
+def read_checkpoint(prefix, objects, root=None, error=None,
+                    what="the models/optimizers being restored",
+                    hint="Was it written with another model configuration?"):
+    """Restores ``objects`` (``{name: trackable}`` as saved) from checkpoint ``prefix``.
+
+    Keras layers/models/optimizers are wrapped in ``VariableMap``s (``wrap_all``) unless they
+    already are; other trackables (``tf.Variable``, ``tf.random.Generator``, ``RngState``) are
+    restored as ``tf.train.Checkpoint`` does. Objects of the checkpoint that are not asked for are
+    ignored. Before anything is assigned, each ``VariableMap``'s keys and shapes are compared
+    with the checkpoint: any difference raises ``error`` (default ``CheckpointError``), one
+    line listing up to 5 variables missing in the checkpoint, unexpected in it and of another
+    shape, with counts, then ``hint``. A checkpoint in the old positional layout
+    (``by_index/v00042``, msmt_tf before path keys) is read by position, with the same count
+    and shape checks, and a warning.
+
+    Args:
+        root: the ``tf.train.Checkpoint`` that holds these objects (``TrainCheckpoint`` passes its
+            own so that its save counter is restored too); default: a new one.
+
+    Returns:
+        The load status (``expect_partial`` already called).
+    """
+    error = error or CheckpointError
+    objects = dict(objects)
+    wrapped = wrap_all({n: o for n, o in objects.items() if not isinstance(o, VariableMap)})
+    if any(wrapped[n] is not objects[n] for n in wrapped):
+        objects.update(wrapped)
+        root = None
+    try:
+        shapes = tf.train.load_checkpoint(prefix).get_variable_to_shape_map()
+    except (tf.errors.OpError, ValueError) as e:
+        raise error(f"cannot read checkpoint {prefix} ({_first_line(e)}): is it a checkpoint "
+                    "prefix such as runs/x/checkpoints/ckpt-1000?") from e
+    legacy, missing, unexpected, misshaped = [], [], [], []
+    for name, obj in objects.items():
+        if isinstance(obj, VariableMap):
+            layout, m, u, s = _compare(name, obj, shapes)
+            if layout == INDEX_KEYS:
+                legacy.append(name)
+            missing += m
+            unexpected += u
+            misshaped += s
+    problems = [p for p in (_listed("missing in checkpoint", missing),
+                            _listed("unexpected in checkpoint", unexpected),
+                            _listed("shape mismatch", misshaped)) if p]
+    if problems:
+        raise error(f"checkpoint {prefix} does not match {what}: {'; '.join(problems)}. {hint}")
+    if legacy:
+        logging.warning(
+            "%s keeps %s in the old positional layout (by_index/v00042): loading by position, "
+            "with count and shape checks; this is right only if the model code has not "
+            "reordered its variables since it was written. Checkpoints saved from now on are "
+            "keyed by variable path.", prefix, ", ".join(legacy))
+        objects.update({n: _PositionalView(objects[n]) for n in legacy})
+        root = None
+    if root is None:
+        root = tf.train.Checkpoint(**objects)
+    try:
+        status = root.read(prefix)
+        status.assert_existing_objects_matched()
+    except (AssertionError, ValueError, tf.errors.OpError) as e:
+        raise error(f"checkpoint {prefix} does not match {what} ({_first_line(e)}). {hint}") from e
+    status.expect_partial()
+    return status
+
+
+def _first_line(e):
+    text = str(e).strip()
+    return text.splitlines()[0] if text else type(e).__name__
 
 
 def _check_built(name, obj):
@@ -229,13 +522,12 @@ class TrainCheckpoint:
         # worker of a multi-worker run takes the same save-or-not decision without reading files
         # that another worker may be writing.
         self.best_value = tf.Variable(float("nan"), dtype=tf.float64, trainable=False, name="best_value")
-        tracked = {name: wrap_for_checkpoint(obj) for name, obj in objects.items()}
+        tracked = wrap_all(objects)
         if rng is not None:
             tracked["rng"] = rng
         self.rng = rng
-        self.checkpoint = tf.train.Checkpoint(
-            step=self.step, epoch=self.epoch, best_value=self.best_value, **tracked
-        )
+        self._tracked = dict(step=self.step, epoch=self.epoch, best_value=self.best_value, **tracked)
+        self.checkpoint = tf.train.Checkpoint(**self._tracked)
         if worker_id is None:
             worker_id = _task_index_from_env()
         write_dir = directory if is_chief else os.path.join(directory, f".worker_{worker_id}")
@@ -269,18 +561,12 @@ class TrainCheckpoint:
         return tf.train.latest_checkpoint(self.directory)
 
     def restore(self, path: str) -> int:
-        """Restores ``path``; every existing object must match. Returns the restored step."""
-        try:
-            status = self.checkpoint.read(path)
-            status.assert_existing_objects_matched()
-        except (AssertionError, ValueError, tf.errors.OpError) as e:
-            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            raise CheckpointError(
-                f"checkpoint {path} does not match the models/optimizers being restored "
-                f"({first}). Was the run created with another model configuration? Use the "
-                "same flags, another --run_dir, or --noresume to start over."
-            ) from e
-        status.expect_partial()
+        """Restores ``path`` (``read_checkpoint``: every variable must have its key and shape in
+        it; the old positional layout is read by position). Returns the restored step."""
+        read_checkpoint(
+            path, self._tracked, root=self.checkpoint,
+            hint="Was the run created with another model configuration? Use the same flags, "
+                 "another --run_dir, or --noresume to start over.")
         self._last_saved_step = int(self.step.numpy())
         self._sync_best()
         logging.info("Restored %s (step %d, epoch %d).", path, self._last_saved_step, int(self.epoch.numpy()))

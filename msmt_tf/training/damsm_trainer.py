@@ -36,7 +36,7 @@ import keras
 
 from msmt_tf import losses
 from msmt_tf.models import damsm
-from msmt_tf.training.checkpointing import VariableMap
+from msmt_tf.training import checkpointing
 
 log = logging.getLogger(__name__)
 
@@ -160,10 +160,12 @@ class DAMSMTrainer:
         self.epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
         self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
         self.best = tf.Variable(np.inf, dtype=tf.float64, trainable=False, name="best_val_loss")
-        self.ckpt = tf.train.Checkpoint(
-            text=VariableMap(self.text), image=VariableMap(self.image),
-            optimizer=VariableMap(self.optimizer), epoch=self.epoch, step=self.step,
-            best=self.best)
+        # Optimizer slots keyed by the encoder variable they belong to (checkpointing.wrap_all).
+        self._ckpt_objects = {
+            **checkpointing.wrap_all(
+                dict(text=self.text, image=self.image, optimizer=self.optimizer)),
+            "epoch": self.epoch, "step": self.step, "best": self.best}
+        self.ckpt = tf.train.Checkpoint(**self._ckpt_objects)
         self.manager = tf.train.CheckpointManager(
             self.ckpt, os.path.join(out_dir, "ckpt"), max_to_keep=1)
         self._train_step = tf.function(self._train_step_fn)
@@ -249,7 +251,10 @@ class DAMSMTrainer:
         """Runs (or resumes) pretraining; returns the best validation metrics."""
         os.makedirs(self.out_dir, exist_ok=True)
         if self.manager.latest_checkpoint:
-            self.ckpt.restore(self.manager.latest_checkpoint).assert_existing_objects_matched()
+            checkpointing.read_checkpoint(
+                self.manager.latest_checkpoint, self._ckpt_objects, root=self.ckpt,
+                what="the DAMSM encoders/optimizer being resumed",
+                hint="Use the same flags, or another --damsm_dir to start over.")
             log.info("Resumed DAMSM pretraining at epoch %d, step %d", int(self.epoch),
                      int(self.step))
         total = self.total_steps()

@@ -19,6 +19,11 @@ class RestoreError(errors.UserError, ValueError):
     """A run directory or checkpoint cannot be loaded; the message says what to do."""
 
 
+class CheckpointMismatchError(RestoreError, checkpointing.CheckpointError):
+    """The checkpoint's variables (keys or shapes) do not match the generator of the run's
+    config; caught as either a ``RestoreError`` (entry points) or a ``CheckpointError``."""
+
+
 @dataclasses.dataclass
 class Inference:
     """What inference needs from a run (see `load_for_inference`)."""
@@ -93,13 +98,9 @@ def load_for_inference(run_dir=None, checkpoint=None, which="latest", use_ema=Tr
     generator = build_generator(model_cfg, seed=configs.train.seed, name="generator")
     generator(dummy_generator_inputs(model_cfg, words_num=configs.data.words_num), training=False)
     key = "ema_generator" if use_ema else "generator"
-    ckpt = tf.train.Checkpoint(**{key: checkpointing.VariableMap(generator)})
-    status = ckpt.read(prefix)
-    try:
-        status.assert_existing_objects_matched()
-    except AssertionError as e:
-        raise RestoreError(f"{prefix} does not match the generator of {run}/config.json "
-                           f"({str(e).splitlines()[0]}).") from e
-    status.expect_partial()
+    checkpointing.read_checkpoint(
+        prefix, {key: generator}, error=CheckpointMismatchError,
+        what=f"the generator built from {run}/config.json",
+        hint="Give the run directory that wrote this checkpoint (--run_dir/--checkpoint).")
     return Inference(generator=generator, configs=configs, text_encoder=text, image_encoder=image,
                      vocab=vocab, checkpoint=prefix, run_dir=run, damsm_dir=damsm_dir)

@@ -207,3 +207,101 @@ def test_sigterm_subprocess_leaves_resumable_checkpoint(tmp_path):
     # Resume in this process with new objects: the restored step is the saved one.
     parts = toy.build(tf.distribute.get_strategy(), run_dir, dropout=False)
     assert parts["ckpt"].restore_latest() == saved_step
+
+
+# ------------------------------------------------------- the real networks (path keys)
+def _gan(batch=2, heads_reversed=False, seed=0):
+    """Generator, EMA copy, discriminators and built Adams as ``GANTrainer`` wires them, plus
+    random weights and one optimizer step so that every value (and slot) is distinct."""
+    from msmt_tf.models.discriminator import Discriminator
+    from msmt_tf.training import gan_trainer
+    from tests.training import gan_fixtures as fx
+
+    cfgs = fx.configs()
+    m = cfgs.model
+    generator, ema, discriminators = gan_trainer.build_networks(m, cfgs.train, fx.WORDS, batch)
+    if heads_reversed:  # the heads built in the other order (and another batch size)
+        discriminators = []
+        for k, size in enumerate(m.image_sizes):
+            d = Discriminator(size, df_dim=m.df_dim, condition_dim=m.embedding_dim,
+                              kind=m.discriminator, seed=cfgs.train.seed + 1 + k, name=f"d_{size}")
+            code = d(np.zeros((batch, size, size, 3), "float32"), training=False)
+            d.cond_logits(code, np.zeros((batch, m.embedding_dim), "float32"))
+            d.uncond_logits(code)
+            discriminators.append(d)
+    objects = {"generator": generator, "ema_generator": ema,
+               "g_optimizer": gan_trainer.make_optimizer(1e-3, cfgs.train, generator.trainable_variables)}
+    for k, d in enumerate(discriminators):
+        objects[f"discriminator_{k}"] = d
+        objects[f"d_optimizer_{k}"] = gan_trainer.make_optimizer(1e-3, cfgs.train, d.trainable_variables)
+    rng = np.random.default_rng(seed)
+    for name, obj in objects.items():
+        if isinstance(obj, keras.layers.Layer):
+            for v in obj.variables:
+                if v.dtype == "float32":
+                    v.assign(rng.normal(0, 1, v.shape).astype("float32"))
+    for k in range(len(discriminators)):
+        opt, net = objects[f"d_optimizer_{k}"], objects[f"discriminator_{k}"]
+        opt.apply_gradients([(rng.normal(0, 1, v.shape).astype("float32"), v) for v in net.trainable_variables])
+    g_opt = objects["g_optimizer"]
+    g_opt.apply_gradients([(rng.normal(0, 1, v.shape).astype("float32"), v) for v in generator.trainable_variables])
+    return objects
+
+
+def _arrays(objects):
+    """Every variable of every object by its Keras path (model) or position (optimizer)."""
+    out = {}
+    for name, obj in objects.items():
+        for i, v in enumerate(obj.variables):
+            key = i if isinstance(obj, keras.optimizers.Optimizer) else v.path
+            out[(name, key)] = keras.ops.convert_to_numpy(v)
+    return out
+
+
+def test_real_networks_have_unique_keys_the_same_in_every_build():
+    a, b = _gan(batch=2), _gan(batch=3, heads_reversed=True)
+    wa, wb = checkpointing.wrap_all(a), checkpointing.wrap_all(b)
+    for name in a:
+        assert len(set(wa[name].keys)) == len(wa[name].keys) == len(a[name].variables), name
+        assert sorted(wa[name].keys) == sorted(wb[name].keys), name
+    # Slots are keyed by their model variable (owner name + key) and found for every variable.
+    slots = [k for k in wa["g_optimizer"].keys if k.endswith(("/momentum", "/velocity"))]
+    assert len(slots) == 2 * len(a["generator"].trainable_variables)
+    assert {k.rsplit("/", 1)[0] for k in slots} == {
+        f"generator/{k}" for k, v in wa["generator"].by_path.items() if v.trainable}
+    # The live and the EMA generator share keys (the EMA weights load into either).
+    assert wa["generator"].keys == wa["ema_generator"].keys
+    # The DAMSM text encoder's RNN seed generators are numbered by Keras process-wide
+    # (seed_generator_12, ...): their keys are renumbered within the model.
+    from msmt_tf.models import damsm
+    from tests.training import gan_fixtures as fx
+
+    t1, t2 = (damsm.build_text_encoder(fx.configs().model, fx.VOCAB) for _ in range(2))
+    assert [v.path for v in t1.variables] != [v.path for v in t2.variables]
+    assert checkpointing.VariableMap(t1).keys == checkpointing.VariableMap(t2).keys
+
+
+def test_real_generator_optimizer_and_ema_round_trip(tmp_path):
+    saved = _gan(seed=1)
+    noise = tf.random.Generator.from_seed(4, alg="philox")
+    noise.normal([3])
+    ck = checkpointing.TrainCheckpoint(str(tmp_path / "c"), rng=checkpointing.RngState(
+        generators={"noise": noise}, models=[saved["generator"]]), **saved)
+    ck.step.assign(5)
+    ck.save("test")
+    want = _arrays(saved)
+
+    fresh = _gan(seed=2)
+    noise2 = tf.random.Generator.from_seed(9, alg="philox")
+    before = _arrays(fresh)
+    assert sorted(before) == sorted(want)
+    ck2 = checkpointing.TrainCheckpoint(str(tmp_path / "c"), rng=checkpointing.RngState(
+        generators={"noise": noise2}, models=[fresh["generator"]]), **fresh)
+    assert ck2.restore_latest() == 5
+    got = _arrays(fresh)
+    changed = 0
+    for key in want:
+        np.testing.assert_array_equal(got[key], want[key], err_msg=str(key))
+        changed += not np.array_equal(before[key], want[key])
+    assert changed > 0.9 * len(want)  # the restore, not the build, gave these values
+    np.testing.assert_array_equal(noise2.state.numpy(), noise.state.numpy())
