@@ -18,9 +18,8 @@ FLAGS = flags.FLAGS
 
 
 def _base_type(tp):
-    """Returns (python type, optional) for a field annotation."""
-    if isinstance(tp, str):
-        tp = eval(tp, {"typing": typing, "Optional": typing.Optional, "Tuple": typing.Tuple})  # noqa: S307
+    """Returns (python type, optional) for a field annotation resolved by
+    ``typing.get_type_hints``."""
     origin = typing.get_origin(tp)
     if origin is typing.Union:
         args = [a for a in typing.get_args(tp) if a is not type(None)]
