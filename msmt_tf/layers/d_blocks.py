@@ -1,11 +1,43 @@
 """The discriminator's convolution block: conv (spectral-normed or plain) -> [BN] -> LeakyReLU."""
 
 import keras
+import tensorflow as tf
 
 from msmt_tf.layers.batch_norm import BatchNorm
 from msmt_tf.layers.spectral_norm import SpectralNormConv2D
 
 KINDS = ("dmgan", "attngan")
+
+
+def _leaky_relu(x, negative_slope):
+    """``LeakyReLU(x)`` whose gradient reads the output ``y`` instead of the input ``x``.
+
+    Same values and gradients as ``keras.ops.leaky_relu``: for a slope >= 0, ``y > 0`` exactly
+    where ``x > 0``, so ``LeakyReluGrad(dy, y)`` equals TensorFlow's registered
+    ``LeakyReluGrad(dy, x)``. Not reading ``x`` leaves the convolution output with a single
+    consumer, which lets Grappler's remapper fuse Conv2D + bias + LeakyReLU into one
+    ``_FusedConv2D``. With the registered gradient the oneDNN remapper (TensorFlow 2.21,
+    ``FindContractionWithActivation`` in ``tensorflow/core/grappler/optimizers/remapper.cc``)
+    fuses ``_FusedConv2D`` + ``LeakyRelu`` without checking that the convolution output has
+    no other consumer, the rewrite fails ("remapper failed: ... fanout '.../LeakyReluGrad'
+    exist for missing node '.../conv/add'") and that remapper pass is dropped; see
+    ``docs/performance.md``. A negative slope (not used here) keeps the plain op.
+    """
+    if negative_slope < 0:
+        return keras.ops.leaky_relu(x, negative_slope=negative_slope)
+
+    @tf.custom_gradient
+    def leaky_relu(inputs):
+        outputs = tf.nn.leaky_relu(inputs, alpha=negative_slope)
+
+        def grad(upstream):
+            return tf.raw_ops.LeakyReluGrad(
+                gradients=upstream, features=outputs, alpha=negative_slope
+            )
+
+        return outputs, grad
+
+    return leaky_relu(x)
 
 
 @keras.saving.register_keras_serializable(package="msmt_tf")
@@ -138,7 +170,7 @@ class DBlock(keras.layers.Layer):
             x = self.conv(self.pad(inputs))
         if self.bn is not None:
             x = self.bn(x, training=training)
-        return keras.ops.leaky_relu(x, negative_slope=self.negative_slope)
+        return _leaky_relu(x, self.negative_slope)
 
     def compute_output_shape(self, input_shape):
         size = [None if d is None else -(-d // self.strides) for d in input_shape[1:3]]
