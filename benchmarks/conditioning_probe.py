@@ -7,18 +7,18 @@ caption "a <size> <colour> <shape>" of the main object is compared with the same
 the shape word, or the colour word, replaced by another one. Prints, per discriminator, the
 fraction of images whose conditional logit prefers the true caption and the mean logit gap:
 0.5 and 0 mean the head ignores that word, so the generator gets no pressure to draw it
-(docs/training.md, "Why the quickstart's shapes do not follow their captions yet").
+(docs/training.md, "How the quickstart's shapes follow their captions").
 """
 
+import os
 import sys
 
 import numpy as np
 from absl import flags
 
-from msmt_tf.cli import entry, onednn
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-onednn.enable_onednn()
-import tensorflow as tf  # noqa: E402
+from msmt_tf.cli import entry  # noqa: E402
 
 flags.DEFINE_string("run", None, "Run directory of a shapes run (its latest checkpoint).")
 flags.DEFINE_integer("num_images", 200, "Test images to probe.", lower_bound=1)
@@ -41,6 +41,7 @@ def probe_captions(objects, rng, names, colours):
 
 def main(argv):
     del argv
+    import tensorflow as tf  # after entry.run (oneDNN on, TensorFlow's C++ log lines hidden)
     from PIL import Image
 
     from msmt_tf import sampling
@@ -55,10 +56,14 @@ def main(argv):
     data = cfgs.data
     if data.dataset != "shapes":
         sys.exit(f"{FLAGS.run} trained on --dataset={data.dataset}: the probe needs shapes.")
-    prefix = tf.train.latest_checkpoint(f"{FLAGS.run}/checkpoints")
+    prefix = inf.checkpoint  # the checkpoint of the generator and encoders just loaded
     ds = build_discriminators(cfgs.model, cfgs.train, 1)
-    tf.train.Checkpoint(**{f"discriminator_{k}": checkpointing.VariableMap(d)
-                           for k, d in enumerate(ds)}).restore(prefix).expect_partial()
+    # Checked: a checkpoint without these discriminators (or of another shape) is an error,
+    # not a probe of randomly initialised heads.
+    checkpointing.read_checkpoint(
+        prefix, {f"discriminator_{k}": d for k, d in enumerate(ds)},
+        what=f"the discriminators built from {FLAGS.run}/config.json",
+        hint="Give the run directory of a GAN training run (python -m msmt_tf.train).")
     split = load_split(data, "test")
     objects = shapes.load_attributes(data.resolved_data_dir, "test")
     n = min(FLAGS.num_images, len(split))
@@ -86,4 +91,4 @@ def main(argv):
 
 if __name__ == "__main__":
     flags.mark_flag_as_required("run")
-    entry.run(main)
+    entry.run(main, onednn=True)

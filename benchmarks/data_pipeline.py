@@ -18,21 +18,21 @@ import tempfile
 import time
 
 import numpy as np
-from absl import flags
+from absl import app, flags
 from PIL import Image
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from msmt_tf.cli import entry  # noqa: E402
 from msmt_tf.data import attngan_format as fmt  # noqa: E402
-from msmt_tf.data import pipeline, shapes  # noqa: E402
+from msmt_tf.data import shapes  # noqa: E402
 from msmt_tf.data.config import DataConfig  # noqa: E402
 
-flags.DEFINE_integer("images", 400, "JPEGs in the CUB-format tree.")
-flags.DEFINE_integer("epochs", 3, "Timed epochs.")
-flags.DEFINE_integer("batch_size", 20, "Batch size.")
-flags.DEFINE_integer("shapes_train", 2000, "Generated shapes training images.")
-flags.DEFINE_integer("shapes_test", 200, "Generated shapes test images.")
+flags.DEFINE_integer("images", 400, "JPEGs in the CUB-format tree.", lower_bound=1)
+flags.DEFINE_integer("epochs", 3, "Timed epochs.", lower_bound=1)
+flags.DEFINE_integer("batch_size", 20, "Batch size.", lower_bound=1)
+flags.DEFINE_integer("shapes_train", 2000, "Generated shapes training images.", lower_bound=1)
+flags.DEFINE_integer("shapes_test", 200, "Generated shapes test images.", lower_bound=1)
 FLAGS = flags.FLAGS
 
 
@@ -75,6 +75,8 @@ def _cpu_seconds():
 
 def _rate(cfg, epochs, batch_size):
     """(examples/s wall, CPU ms per example) over ``epochs`` epochs after a warm-up epoch."""
+    from msmt_tf.data import pipeline  # imports TensorFlow: after entry.run (quiet C++ logs)
+
     ds = pipeline.make_dataset(cfg, "train", batch_size, training=True)
     for _ in ds:  # warm-up epoch
         pass
@@ -87,6 +89,9 @@ def _rate(cfg, epochs, batch_size):
 
 def main(argv):
     del argv
+    if min(FLAGS.images, FLAGS.shapes_train) < FLAGS.batch_size:
+        raise app.UsageError(f"--images={FLAGS.images} and --shapes_train={FLAGS.shapes_train} "
+                             f"must be at least --batch_size={FLAGS.batch_size} (full batches).")
     tmp = tempfile.mkdtemp(prefix="msmt_bench_")
     try:
         shapes_dir = os.path.join(tmp, "shapes")

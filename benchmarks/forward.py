@@ -7,20 +7,21 @@ Random inputs (batch 20, 18 words); the architectures of flags/{attngan,dmgan,ms
 `size` is the final image size (stages from 64 px). One figure per line:
 `<preset> <size>px forward_s=... forward_backward_s=... peak_rss_gb=...` (medians of --repeats
 after one warm-up call; peak RSS is the process maximum so far, so run one preset per process
-for exact memory figures).
+for exact memory figures). `--gf_dim` and `--words_num` shrink the networks and captions (the
+smoke run of the test suite); the defaults are the figures of the README.
 """
 
+import os
 import resource
 import statistics
+import sys
 import time
 
-import tensorflow as tf
-from absl import flags
+from absl import app, flags
 
-from msmt_tf.cli import entry
-from msmt_tf.models.config import ModelConfig
-from msmt_tf.models.generator import build_generator
-from msmt_tf.models.param_count import dummy_generator_inputs
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from msmt_tf.cli import entry  # noqa: E402
 
 PRESETS = {
     "attngan": dict(initial="ig", refinement="attn", gf_dim=32, r_num=2),
@@ -29,11 +30,16 @@ PRESETS = {
                  n_m=96, r_num=2),
 }
 COMMON = dict(base_size=64, z_dim=100, condition_dim=100, embedding_dim=256)
+STAGES = {64: 1, 128: 2, 256: 3}  # final image size -> stages from 64 px
 
 flags.DEFINE_list("presets", list(PRESETS), "Generators to time.")
 flags.DEFINE_list("sizes", ["64", "128"], "Final image sizes (64 = one stage, 128 = two).")
-flags.DEFINE_integer("batch", 20, "Batch size.")
-flags.DEFINE_integer("repeats", 3, "Timed calls.")
+flags.DEFINE_integer("batch", 20, "Batch size.", lower_bound=1)
+flags.DEFINE_integer("repeats", 3, "Timed calls.", lower_bound=1)
+flags.DEFINE_integer("words_num", 18, "Words per caption (MSMT-GAN: words_num - 2 tails).",
+                     lower_bound=3)
+flags.DEFINE_integer("gf_dim", None, "Generator width instead of the preset's (smoke runs).",
+                     lower_bound=1)
 FLAGS = flags.FLAGS
 
 
@@ -49,12 +55,24 @@ def _time(fn, repeats):
 
 def main(argv):
     del argv
+    bad = [p for p in FLAGS.presets if p not in PRESETS] + [
+        s for s in FLAGS.sizes if not s.isdigit() or int(s) not in STAGES]
+    if bad:
+        raise app.UsageError(f"unknown --presets/--sizes values {bad}: presets "
+                             f"{','.join(PRESETS)}, sizes {','.join(map(str, STAGES))}.")
+    import tensorflow as tf  # after entry.run has hidden TensorFlow's C++ log lines
+
+    from msmt_tf.models.config import ModelConfig
+    from msmt_tf.models.generator import build_generator
+    from msmt_tf.models.param_count import dummy_generator_inputs
+
     for name in FLAGS.presets:
         for size in (int(s) for s in FLAGS.sizes):
-            cfg = ModelConfig(stages={64: 1, 128: 2, 256: 3}[size], **COMMON, **PRESETS[name])
+            arch = dict(PRESETS[name], **({"gf_dim": FLAGS.gf_dim} if FLAGS.gf_dim else {}))
+            cfg = ModelConfig(stages=STAGES[size], **COMMON, **arch)
             gen = build_generator(cfg)
-            inputs = {k: tf.constant(v) for k, v in
-                      dummy_generator_inputs(cfg, batch=FLAGS.batch, words_num=18).items()}
+            inputs = {k: tf.constant(v) for k, v in dummy_generator_inputs(
+                cfg, batch=FLAGS.batch, words_num=FLAGS.words_num).items()}
             gen(inputs, training=True)
 
             @tf.function

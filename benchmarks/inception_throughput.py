@@ -34,9 +34,9 @@ from absl import app, flags  # noqa: E402
 
 from msmt_tf.cli import entry  # noqa: E402
 
-flags.DEFINE_integer("batch_size", 50, "Images per batch.")
-flags.DEFINE_integer("batches", 3, "Timed batches per variant.")
-flags.DEFINE_integer("image_size", 256, "Input side (resized to 299 inside).")
+flags.DEFINE_integer("batch_size", 50, "Images per batch.", lower_bound=1)
+flags.DEFINE_integer("batches", 3, "Timed batches per variant.", lower_bound=1)
+flags.DEFINE_integer("image_size", 256, "Input side (resized to 299 inside).", lower_bound=1)
 flags.DEFINE_list(
     "variants", ["plain", "folded", "folded_xla", "merged", "merged_xla"],
     "Any of plain, plain_xla, folded, folded_xla, merged, merged_xla.",
@@ -104,6 +104,7 @@ def main(argv):
         raise app.UsageError(f"unknown --variants/--onednn values {bad}.")
     print(f"{os.cpu_count()} CPUs; batch {FLAGS.batch_size} at {FLAGS.image_size}x"
           f"{FLAGS.image_size}, median of {FLAGS.batches} batches", flush=True)
+    failed = 0
     for onednn in FLAGS.onednn:
         env = dict(os.environ, TF_ENABLE_ONEDNN_OPTS="1" if onednn == "on" else "0",
                    TF_CPP_MIN_LOG_LEVEL="2")
@@ -116,6 +117,7 @@ def main(argv):
             lines = [ln for ln in out.stdout.splitlines() if ln.startswith("{")]
             if out.returncode or not lines:
                 print(f"onednn={onednn} {variant}: failed\n{out.stderr[-2000:]}", flush=True)
+                failed += 1
                 continue
             r = json.loads(lines[-1])
             print(
@@ -125,6 +127,7 @@ def main(argv):
                 f"30,000 images ~ {30000 / r['rate'] / 60:.0f} min)",
                 flush=True,
             )
+    return 1 if failed else 0  # the exit status: a failed variant fails the run
 
 
 if __name__ == "__main__":

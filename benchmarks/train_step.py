@@ -1,7 +1,7 @@
 """Median time of one GAN training step (all D updates + G update + EMA), run by hand.
 
     python benchmarks/train_step.py --flagfile=flags/dmgan_cub.flags --stages=1 --batch_size=10
-    python benchmarks/train_step.py --flagfile=flags/shapes.flags      # the quickstart config
+    python benchmarks/train_step.py --batch_size=10 --lambda3=0        # the quickstart's step
 
 Synthetic batches of the configured shapes; random encoder weights (timing only). Prints one
 figure per line: the median seconds per step after warm-up, the share of the DAMSM image
@@ -9,6 +9,7 @@ encoder (forward + backward of the generated images through it, measured alone),
 resident memory.
 """
 
+import os
 import resource
 import statistics
 import sys
@@ -17,15 +18,15 @@ import time
 import numpy as np
 from absl import flags
 
-from msmt_tf.cli import common, entry, onednn
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-onednn.enable_onednn()  # as the entry points; TF_ENABLE_ONEDNN_OPTS=0 compares without
-import tensorflow as tf  # noqa: E402
+from msmt_tf.cli import common, entry, onednn  # noqa: E402
 
 common.define_all_flags()
-flags.DEFINE_integer("warmup", 2, "Untimed steps (tracing).")
-flags.DEFINE_integer("repeats", 5, "Timed steps.")
-flags.DEFINE_integer("vocab_size", 5450, "Vocabulary size of the random text encoder.")
+flags.DEFINE_integer("warmup", 2, "Untimed steps (tracing).", lower_bound=0)
+flags.DEFINE_integer("repeats", 5, "Timed steps.", lower_bound=1)
+flags.DEFINE_integer("vocab_size", 5450, "Vocabulary size of the random text encoder.",
+                     lower_bound=2)
 FLAGS = flags.FLAGS
 
 
@@ -45,6 +46,8 @@ def synthetic_batch(configs, batch):
 
 def main(argv):
     del argv
+    import tensorflow as tf  # after entry.run (oneDNN on, TensorFlow's C++ log lines hidden)
+
     from msmt_tf.models import damsm
     from msmt_tf.training import ema as ema_lib, precision
     from msmt_tf.training.gan_step import GANStep
@@ -99,4 +102,6 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    entry.run(main)
+    # oneDNN on, as the entry points (the README's figures); TF_ENABLE_ONEDNN_OPTS=0 compares
+    # without it.
+    entry.run(main, onednn=True)
