@@ -1,8 +1,9 @@
 """Loss functions of AttnGAN / DM-GAN / MSMT-GAN as small pure functions on tensors.
 
-Equations: paper (arXiv 2110.08143) eqs 19-23; reference behaviour: facts §6
-(``/work/shared/reference/attngan_dmgan_facts.md``). All computations and reductions are
-float32 (inputs are cast), so the functions are safe under mixed precision.
+Equations: paper (arXiv 2110.08143) eqs 19-23; reference behaviour: ``code/miscc/losses.py``
+of taoxugit/AttnGAN and MinfengZhu/DM-GAN (``discriminator_loss``, ``generator_loss``,
+``KL_loss``, ``words_loss``, ``sent_loss``). All computations and reductions are float32
+(inputs are cast), so the functions are safe under mixed precision.
 
 Discriminator scores are **logits** by default (``msmt_tf.models.discriminator`` returns
 logits); ``from_logits=True`` uses ``sigmoid_cross_entropy_with_logits``, which equals the
@@ -17,6 +18,9 @@ replica: each per-example term is then summed and divided by the global count
 the gradients) gives the mean over the global batch. Terms with a different count than the
 batch (the B-1 wrong-caption pairs) are divided by ``global_batch_size * n / B_local``, i.e.
 the global count of such terms when every replica has the same local batch (static shapes).
+Masked terms (the pipeline's ``wrong_mask``: ``--mismatch_pairing=next_row`` leaves the batch's
+last row without a mismatched pair) are summed over the mask and divided by the mask's global
+sum, which the caller passes (``masked_average_loss``).
 The contrastive DAMSM losses use the negatives of the local (replica) batch only.
 """
 
@@ -61,6 +65,24 @@ def average_loss(per_example, global_batch_size=None, local_batch_size=None):
     return tf.reduce_sum(per_example) / denominator
 
 
+def masked_average_loss(per_example, mask, global_count=None):
+    """Mean of the per-example losses where ``mask`` is 1: ``sum(mask * x) / count``.
+
+    Args:
+        per_example: ``[N]`` float losses.
+        mask: ``[N]`` 0/1 (float or bool): which terms count.
+        global_count: None -> ``count = sum(mask)`` (a plain mean over the masked terms).
+            Inside a replica: the number of counted terms over *all* replicas (the all-reduced
+            ``sum(mask)``), so that summing the replica losses gives the global mean.
+
+    Returns:
+        float32 scalar; 0 when no term counts.
+    """
+    per_example, mask = _f32(per_example), _f32(mask)
+    count = tf.reduce_sum(mask) if global_count is None else _f32(global_count)
+    return tf.math.divide_no_nan(tf.reduce_sum(per_example * mask), count)
+
+
 def binary_cross_entropy_per_example(scores, label, from_logits=True):
     """``-[y log p + (1 - y) log(1 - p)]`` per element, ``[N]``.
 
@@ -85,6 +107,18 @@ def _accuracy_per_example(scores, label, from_logits):
 # ----------------------------------------------------------------------------- adversarial
 
 
+def _wrong_mean(per_example, batch, global_batch_size, wrong_mask, global_wrong_count):
+    """Mean of the mismatched-pair terms: over ``wrong_mask`` when given (dividing by
+    ``global_wrong_count`` inside a replica), else as ``average_loss`` with local batch
+    ``batch``."""
+    if wrong_mask is None:
+        return average_loss(per_example, global_batch_size, batch)
+    if global_batch_size is not None and global_wrong_count is None:
+        raise ValueError("wrong_mask with global_batch_size needs global_wrong_count (the "
+                         "all-reduced sum of the mask over the replicas).")
+    return masked_average_loss(per_example, wrong_mask, global_wrong_count)
+
+
 def discriminator_loss(
     real_uncond,
     real_cond,
@@ -93,71 +127,98 @@ def discriminator_loss(
     wrong_cond,
     from_logits=True,
     global_batch_size=None,
+    mismatch_term=True,
+    wrong_mask=None,
+    global_wrong_count=None,
 ):
-    """Per-stage discriminator loss ``L_{D_k}`` (paper eq 23 as the references compute it).
+    """Per-stage discriminator loss ``L_{D_k}``: the references' form or paper eq 23 as printed.
 
-    ``L = (real + cond_real) / 2 + (fake + cond_fake + cond_wrong) / 3`` (facts §6.1), where
-    ``real = BCE(D(x), 1)``, ``cond_real = BCE(D(x, s), 1)``, ``fake = BCE(D(G(z)), 0)``,
-    ``cond_fake = BCE(D(G(z), s), 0)`` and ``cond_wrong = BCE(D(x_i, s_{i+1}), 0)`` over the
-    mismatched pairs. Eq 23 has no wrong-caption term and weights 1/2 everywhere; the
-    references' form is used. Without an unconditional head (``real_uncond`` and
-    ``fake_uncond`` None): ``cond_real + (cond_fake + cond_wrong) / 2``.
+    With ``real = BCE(D(x), 1)``, ``cond_real = BCE(D(x, s), 1)``, ``fake = BCE(D(G(z)), 0)``,
+    ``cond_fake = BCE(D(G(z), s), 0)`` and ``cond_wrong = BCE(D(x, s_wrong), 0)`` over the
+    mismatched pairs:
+
+    - ``mismatch_term=True`` (``--d_mismatch_term=on``; ``discriminator_loss`` of
+      taoxugit/AttnGAN and MinfengZhu/DM-GAN ``code/miscc/losses.py``):
+      ``L = (real + cond_real) / 2 + (fake + cond_fake + cond_wrong) / 3``; without an
+      unconditional head (``real_uncond`` and ``fake_uncond`` None):
+      ``cond_real + (cond_fake + cond_wrong) / 2``.
+    - ``mismatch_term=False`` (``--d_mismatch_term=off``; eq 23 as printed, no mismatched
+      pairs): ``L = (real + fake) / 2 + (cond_real + cond_fake) / 2``; without an
+      unconditional head, eq 23's conditional half ``(cond_real + cond_fake) / 2``.
+      ``cond_wrong`` is still computed and returned when ``wrong_cond`` is given (a
+      diagnostic of whether D reads the text), but it is not in ``loss``.
 
     Args:
         real_uncond, fake_uncond: ``[B]`` scores of real / fake images (or None).
         real_cond, fake_cond: ``[B]`` conditional scores with the matching sentences.
-        wrong_cond: ``[B_w]`` conditional scores of mismatched pairs (references: ``B - 1``,
-            real image i with sentence i + 1).
+        wrong_cond: ``[B_w]`` conditional scores of mismatched pairs: the references' ``B - 1``
+            (real image i with sentence i + 1, no mask), or one per row with ``wrong_mask``;
+            None only with ``mismatch_term=False``.
         from_logits: scores are logits (default; the discriminator heads' output).
         global_batch_size: see ``average_loss``.
+        mismatch_term: include ``cond_wrong`` in the loss (the references) or not (eq 23).
+        wrong_mask: ``[B_w]`` 0/1, which rows of ``wrong_cond`` are pairs (the pipeline's
+            ``wrong_mask``), or None (all, divided as ``B_w`` terms of a batch of ``B``).
+        global_wrong_count: with ``wrong_mask`` inside a replica: the number of pairs over all
+            replicas (required with ``global_batch_size``); see ``masked_average_loss``.
 
     Returns:
         dict of float32 scalars: ``loss`` (the total), ``real``, ``fake`` (absent without an
-        unconditional head), ``cond_real``, ``cond_fake``, ``cond_wrong``, and accuracies
-        (fraction classified correctly at probability 0.5): ``accuracy_real``,
-        ``accuracy_fake`` (unconditional head when present, else conditional),
-        ``cond_accuracy_real``, ``cond_accuracy_fake``, ``cond_accuracy_wrong``.
+        unconditional head), ``cond_real``, ``cond_fake``, ``cond_wrong`` (absent without
+        ``wrong_cond``), and accuracies (fraction classified correctly at probability 0.5):
+        ``accuracy_real``, ``accuracy_fake`` (unconditional head when present, else
+        conditional), ``cond_accuracy_real``, ``cond_accuracy_fake``, ``cond_accuracy_wrong``.
     """
     batch = tf.shape(real_cond)[0]
+    if wrong_cond is None and mismatch_term:
+        raise ValueError("discriminator_loss: mismatch_term=True needs wrong_cond.")
 
-    def bce(scores, label, local=None):
+    def bce(scores, label):
         per_example = binary_cross_entropy_per_example(scores, label, from_logits)
-        return average_loss(per_example, global_batch_size, local)
+        return average_loss(per_example, global_batch_size)
 
-    def acc(scores, label, local=None):
+    def acc(scores, label):
         per_example = _accuracy_per_example(scores, label, from_logits)
-        return average_loss(per_example, global_batch_size, local)
+        return average_loss(per_example, global_batch_size)
 
     out = {
         "cond_real": bce(real_cond, 1.0),
         "cond_fake": bce(fake_cond, 0.0),
-        "cond_wrong": bce(wrong_cond, 0.0, batch),
         "cond_accuracy_real": acc(real_cond, 1),
         "cond_accuracy_fake": acc(fake_cond, 0),
-        "cond_accuracy_wrong": acc(wrong_cond, 0, batch),
     }
+    if wrong_cond is not None:
+        for name, per_example in (
+                ("cond_wrong", binary_cross_entropy_per_example(wrong_cond, 0.0, from_logits)),
+                ("cond_accuracy_wrong", _accuracy_per_example(wrong_cond, 0, from_logits))):
+            out[name] = _wrong_mean(per_example, batch, global_batch_size, wrong_mask,
+                                    global_wrong_count)
     if (real_uncond is None) != (fake_uncond is None):
         raise ValueError("discriminator_loss: give both real_uncond and fake_uncond, or neither.")
+    wrong = [out["cond_wrong"]] if mismatch_term else []
     if real_uncond is not None:
         out["real"] = bce(real_uncond, 1.0)
         out["fake"] = bce(fake_uncond, 0.0)
         out["accuracy_real"] = acc(real_uncond, 1)
         out["accuracy_fake"] = acc(fake_uncond, 0)
-        out["loss"] = (out["real"] + out["cond_real"]) / 2.0 + (
-            out["fake"] + out["cond_fake"] + out["cond_wrong"]
-        ) / 3.0
+        fakes = [out["fake"], out["cond_fake"]] + wrong
+        out["loss"] = (out["real"] + out["cond_real"]) / 2.0 + tf.add_n(fakes) / len(fakes)
     else:
         out["accuracy_real"] = out["cond_accuracy_real"]
         out["accuracy_fake"] = out["cond_accuracy_fake"]
-        out["loss"] = out["cond_real"] + (out["cond_fake"] + out["cond_wrong"]) / 2.0
+        fakes = [out["cond_fake"]] + wrong
+        real_weight = 1.0 if mismatch_term else 0.5
+        out["loss"] = real_weight * out["cond_real"] + tf.add_n(fakes) / 2.0
     return out
 
 
-def matching_loss(real_cond, wrong_cond, from_logits=True, global_batch_size=None):
+def matching_loss(real_cond, wrong_cond, from_logits=True, global_batch_size=None,
+                  wrong_mask=None, global_wrong_count=None):
     """The discriminator warm-up loss (``--d_warmup_steps``; not in the paper or references).
 
     ``BCE(D(x, s), 1) + BCE(D(x, s_wrong), 0)`` on real images only: the conditional head learns
-    to tell an image's caption from its mismatched one before the GAN starts.
+    to tell an image's caption from its mismatched one before the GAN starts. ``wrong_mask``,
+    ``global_wrong_count``: as in ``discriminator_loss`` (None: one pair per row).
 
     Returns:
         dict of float32 scalars: ``loss``, ``accuracy`` (the mean of the fraction of matched
@@ -167,21 +228,26 @@ def matching_loss(real_cond, wrong_cond, from_logits=True, global_batch_size=Non
     def mean(per_example):
         return average_loss(per_example, global_batch_size)
 
+    def wrong_mean(per_example):
+        batch = tf.shape(per_example)[0]
+        return _wrong_mean(per_example, batch, global_batch_size, wrong_mask, global_wrong_count)
+
     loss = (mean(binary_cross_entropy_per_example(real_cond, 1.0, from_logits))
-            + mean(binary_cross_entropy_per_example(wrong_cond, 0.0, from_logits)))
+            + wrong_mean(binary_cross_entropy_per_example(wrong_cond, 0.0, from_logits)))
     accuracy = (mean(_accuracy_per_example(real_cond, 1, from_logits))
-                + mean(_accuracy_per_example(wrong_cond, 0, from_logits))) / 2.0
+                + wrong_mean(_accuracy_per_example(wrong_cond, 0, from_logits))) / 2.0
     return {"loss": loss, "accuracy": accuracy}
 
 
 def generator_adversarial_loss(
     fake_uncond, fake_cond, factor=1.0, from_logits=True, global_batch_size=None
 ):
-    """Per-stage generator adversarial loss ``L_{G_k}`` (paper eq 22, facts §6.2).
+    """Per-stage generator adversarial loss ``L_{G_k}`` (paper eq 22).
 
-    ``factor * [BCE(D(G(z)), 1) + BCE(D(G(z), s), 1)]`` (non-saturating). The references sum
-    the two terms (``factor=1``, the default); eq 22's ``-1/2 [...]`` is ``factor=0.5``.
-    ``fake_uncond`` may be None (no unconditional head).
+    ``factor * [BCE(D(G(z)), 1) + BCE(D(G(z), s), 1)]`` (non-saturating). The references'
+    ``generator_loss`` sums the two terms (``factor=1``, the default); eq 22's ``-1/2 [...]``
+    is ``factor=0.5`` (``--g_adv_factor``). ``fake_uncond`` may be None (no unconditional
+    head).
 
     Returns:
         dict of float32 scalars: ``loss``, ``uncond`` (if given), ``cond`` (before ``factor``).
@@ -210,7 +276,7 @@ def kl_loss_per_example(mu, logvar):
 
 
 def kl_loss(mu, logvar, global_batch_size=None):
-    """Conditioning augmentation loss ``L_CA`` of eq 19 (facts §6.3).
+    """Conditioning augmentation loss ``L_CA`` of eq 19 (the references' ``KL_loss``).
 
     ``-0.5 * mean(1 + logvar - mu^2 - exp(logvar))`` over all ``B x 100`` elements (the
     references' mean, not a sum over dimensions). ``mu``, ``logvar``: ``[B, C]``.
@@ -222,7 +288,7 @@ def kl_loss(mu, logvar, global_batch_size=None):
 
 
 def _class_mask(class_ids, batch):
-    """``[B, B]`` bool: same class and off the diagonal (facts §6.6), or None."""
+    """``[B, B]`` bool: same class and off the diagonal (the references' ``masks``), or None."""
     if class_ids is None:
         return None
     ids = tf.reshape(tf.convert_to_tensor(class_ids), [-1])
@@ -253,7 +319,8 @@ def _word_mask(words, word_mask):
 
 
 def damsm_word_scores(region_features, words, word_mask, gamma1=4.0, gamma2=5.0):
-    """DAMSM word-level image-caption scores (facts §6.4 steps 1-4), vectorised.
+    """DAMSM word-level image-caption scores (the references' ``words_loss`` with
+    ``func_attention`` of ``code/GlobalAttention.py``), vectorised.
 
     For image ``b`` (regions ``r``) and caption ``c`` (words ``l``):
     ``s = <region_r, word_l>``; softmax over the caption's real words per region; times
@@ -321,7 +388,7 @@ def damsm_word_loss(
     gamma3=10.0,
     global_batch_size=None,
 ):
-    """DAMSM word-level loss (part of ``L_DAMSM_k`` in eq 19; facts §6.4, §6.6).
+    """DAMSM word-level loss (part of ``L_DAMSM_k`` in eq 19; the references' ``words_loss``).
 
     ``scores = gamma3 * damsm_word_scores(...)`` ``[B_img, B_cap]``; entries of a different
     pair with the same class id are masked out of the softmax denominators; ``loss0`` =
@@ -358,7 +425,7 @@ def damsm_sentence_loss_per_example(image_code, sentence, class_ids=None, gamma3
 
 
 def damsm_sentence_loss(image_code, sentence, class_ids=None, gamma3=10.0, global_batch_size=None):
-    """DAMSM sentence-level loss (part of ``L_DAMSM_k`` in eq 19; facts §6.5, §6.6).
+    """DAMSM sentence-level loss (part of ``L_DAMSM_k`` in eq 19; the references' ``sent_loss``).
 
     ``scores[i, j] = gamma3 * cos(image_code_i, sentence_j)`` (norm product clamped at 1e-8),
     same-class off-diagonal entries masked, ``loss0`` = CE over rows (image -> captions),

@@ -1,12 +1,17 @@
 """Every flagfile parses with the entry points' flags and builds valid configs."""
 
 import glob
+import math
 import os
 
+import numpy as np
 import pytest
+import tensorflow as tf
 from absl import flags
 
-from msmt_tf.cli import common, entry, flagutil
+from msmt_tf import losses
+from msmt_tf.cli import common, entry, flagfiles, flagutil
+from msmt_tf.data import pipeline
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FLAGFILES = sorted(glob.glob(os.path.join(ROOT, "flags", "**", "*.flags"), recursive=True))
@@ -27,7 +32,9 @@ def test_there_are_flagfiles():
     names = {os.path.relpath(f, ROOT) for f in FLAGFILES}
     for required in ("flags/cub.flags", "flags/coco.flags", "flags/shapes.flags",
                      "flags/msmt_cub.flags", "flags/msmt_coco.flags", "flags/dmgan_cub.flags",
-                     "flags/attngan_cub.flags", "flags/ablations/mtwig_ks3.flags"):
+                     "flags/attngan_cub.flags", "flags/ablations/mtwig_ks3.flags",
+                     "flags/ablations/coco_ig_single.flags",
+                     *(f"flags/ablations/coco_mtwig_ks{k}.flags" for k in (1, 2, 3))):
         assert required in names
 
 
@@ -82,11 +89,96 @@ def test_defaults_are_the_quickstart():
     assert built["train"].max_steps > 0 and built["damsm"].damsm_max_steps > 0
     assert built["model"].image_sizes == (32, 64)
     assert built["data"].mismatch_swap == 0.5 and built["train"].d_warmup_steps == 500
+    assert (built["train"].g_adv_factor, built["train"].d_mismatch_term,
+            built["data"].mismatch_pairing) == (1.0, "on", "other_class")
 
 
-@pytest.mark.parametrize("flagfile", [f for f in FLAGFILES if "shapes" not in f and "folder" not in f
-                                      and os.path.basename(f) not in ("cub.flags", "coco.flags")],
-                         ids=lambda f: os.path.relpath(f, ROOT))
+DATA_ONLY = ("cub.flags", "coco.flags", "shapes.flags", "folder.flags")
+PRESETS = [f for f in FLAGFILES if os.path.basename(f) not in DATA_ONLY + ("paper_common.flags",)]
+
+
+@pytest.mark.parametrize("flagfile", PRESETS, ids=lambda f: os.path.relpath(f, ROOT))
 def test_presets_keep_the_references_discriminator_objective(flagfile, monkeypatch):
     c = _parse(flagfile, monkeypatch)
     assert (c.data.mismatch_swap, c.train.d_warmup_steps) == (0.0, 0)
+    # Eqs 22-23 as the reference code runs them (docs/decisions.md, "Adversarial objective").
+    assert (c.train.g_adv_factor, c.train.d_mismatch_term, c.data.mismatch_pairing) == (
+        1.0, "on", "next_row")
+
+
+@pytest.mark.parametrize("flagfile", PRESETS, ids=lambda f: os.path.relpath(f, ROOT))
+def test_presets_state_their_objective(flagfile):
+    with open(flagfile, encoding="utf-8") as f:
+        assert any(line.startswith("# Objective") for line in f), (
+            f"{flagfile}: say in a '# Objective ...' comment which eqs 22-23 form it uses")
+
+
+def test_presets_found_under_ablations():
+    assert {"ablations/ig_memory", "ablations/coco_ig_single", "ablations/coco_mtwig_ks3"} <= set(
+        flagfiles.preset_names())
+    assert flagfiles.preset_path("ablations/coco_mtwig_ks3") == os.path.join(
+        ROOT, "flags", "ablations", "coco_mtwig_ks3.flags")
+
+
+@pytest.mark.parametrize("name,initial,kernel", [("coco_ig_single", "ig", None),
+                                                 ("coco_mtwig_ks1", "mtwig", 1),
+                                                 ("coco_mtwig_ks2", "mtwig", 2),
+                                                 ("coco_mtwig_ks3", "mtwig", 3)])
+def test_table4_coco_presets(name, initial, kernel, monkeypatch):
+    """Table 4's COCO columns: single stage, 60 epochs (appendix 7.2), lambda3 50 (7.3)."""
+    c = _parse(os.path.join(ROOT, "flags", "ablations", f"{name}.flags"), monkeypatch)
+    assert (c.data.dataset, c.data.captions_per_image, c.data.words_num) == ("coco", 5, 12)
+    assert (c.model.stages, c.data.stages, c.model.image_sizes) == (1, 1, (64,))
+    assert (c.train.lambda3, c.train.epochs, c.train.max_steps) == (50.0, 60, 0)
+    assert c.model.initial == initial
+    if kernel is not None:
+        assert c.model.mtwig_kernel == kernel
+    cub = _parse(os.path.join(ROOT, "flags", "ablations", name.replace("coco_", "") + ".flags"),
+                 monkeypatch)  # the CUB column's preset of the same row
+    assert (cub.data.dataset, cub.model.stages, cub.train.lambda3, cub.train.epochs) == (
+        "cub", 1, 5.0, 300)
+    assert (cub.model.initial, cub.model.mtwig_kernel if kernel else None) == (initial, kernel)
+
+
+def _np_bce(x, label):
+    x = np.asarray(x, "float64")
+    return np.log1p(np.exp(-x)) if label else np.log1p(np.exp(x))
+
+
+def _dmgan_reference_losses(real_u, fake_u, cond):
+    """``discriminator_loss`` / ``generator_loss`` of MinfengZhu/DM-GAN ``code/miscc/losses.py``
+    in NumPy on logits: ``cond[i, j]`` = D(image i, sentence j) for the reals, ``cond[B + i, i]``
+    the fakes with their sentences; the wrong pairs are ``real_features[:B - 1]`` with
+    ``conditions[1:B]``; BCELoss means."""
+    b = len(real_u)
+    real, fake = _np_bce(real_u, 1).mean(), _np_bce(fake_u, 0).mean()
+    cond_real = _np_bce([cond[i, i] for i in range(b)], 1).mean()
+    cond_fake = _np_bce([cond[b + i, i] for i in range(b)], 0).mean()
+    cond_wrong = _np_bce([cond[i, i + 1] for i in range(b - 1)], 0).mean()
+    err_d = (real + cond_real) / 2 + (fake + cond_fake + cond_wrong) / 3
+    err_g = _np_bce(fake_u, 1).mean() + _np_bce([cond[b + i, i] for i in range(b)], 1).mean()
+    return err_d, err_g
+
+
+@pytest.mark.parametrize("preset", ["dmgan_cub", "attngan_cub", "msmt_cub"])
+def test_preset_objective_is_the_reference_code(preset, monkeypatch):
+    """The preset's flags, through the pipeline's pairing and the losses, give DM-GAN's errD and
+    errG (AttnGAN's code is the same) on the same logits."""
+    c = _parse(os.path.join(ROOT, "flags", f"{preset}.flags"), monkeypatch)
+    b = 5
+    rng = np.random.default_rng(7)
+    real_u, fake_u = rng.normal(size=b), rng.normal(size=b)
+    cond = rng.normal(size=(2 * b, b))
+    class_ids = tf.constant([3, 3, 1, 3, 2])  # same-class neighbours: next_row keeps them
+    partner, mask = pipeline.mismatch_partner(class_ids, c.data.mismatch_pairing)
+    wrong = np.array([cond[i, j] for i, j in enumerate(partner.numpy())])
+    diag = np.array([cond[i, i] for i in range(b)])
+    fake_cond = np.array([cond[b + i, i] for i in range(b)])
+    f32 = lambda x: np.asarray(x, "float32")  # noqa: E731
+    d = losses.discriminator_loss(f32(real_u), f32(diag), f32(fake_u), f32(fake_cond), f32(wrong),
+                                  mismatch_term=c.train.d_mismatch_term == "on", wrong_mask=mask)
+    g = losses.generator_adversarial_loss(f32(fake_u), f32(fake_cond),
+                                          factor=c.train.g_adv_factor)
+    err_d, err_g = _dmgan_reference_losses(real_u, fake_u, cond)
+    assert math.isclose(float(d["loss"]), err_d, rel_tol=1e-5)
+    assert math.isclose(float(g["loss"]), err_g, rel_tol=1e-5)

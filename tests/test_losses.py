@@ -81,6 +81,89 @@ def test_discriminator_loss_global_batch_sums_to_global_mean():
     np.testing.assert_allclose(summed, expected, rtol=1e-5)
 
 
+# Fakes with other probabilities than the reals (so a swapped weight cannot pass by symmetry).
+P_OFF = dict(P, fake_uncond=[0.3, 0.6], fake_cond=[0.2, 0.7])
+FAKE_OFF = (-math.log(0.7) - math.log(0.4)) / 2
+COND_FAKE_OFF = (-math.log(0.8) - math.log(0.3)) / 2
+
+
+def test_discriminator_loss_as_printed_has_no_wrong_pair_term():
+    """--d_mismatch_term=off: eq 23, (real + fake)/2 + (cond_real + cond_fake)/2; the wrong pairs
+    are reported but not in the loss (any wrong score gives the same loss)."""
+    scores = {k: _logit(v) for k, v in P_OFF.items()}
+    expected = (REAL + FAKE_OFF) / 2 + (COND_REAL + COND_FAKE_OFF) / 2
+    assert abs(expected - 1.0581397) < 1e-6  # written out
+    out = losses.discriminator_loss(**scores, mismatch_term=False)
+    np.testing.assert_allclose(out["loss"], expected, rtol=1e-6)
+    np.testing.assert_allclose(out["cond_wrong"], COND_WRONG, rtol=1e-5)  # logged only
+    other = losses.discriminator_loss(**dict(scores, wrong_cond=_logit([0.99])),
+                                      mismatch_term=False)
+    np.testing.assert_allclose(other["loss"], expected, rtol=1e-6)
+    no_wrong = losses.discriminator_loss(**dict(scores, wrong_cond=None), mismatch_term=False)
+    np.testing.assert_allclose(no_wrong["loss"], expected, rtol=1e-6)
+    assert "cond_wrong" not in no_wrong
+    # The references' form on the same scores: (real + cond_real)/2 + (fake + cond_fake + wrong)/3.
+    on = losses.discriminator_loss(**scores)
+    np.testing.assert_allclose(
+        on["loss"], (REAL + COND_REAL) / 2 + (FAKE_OFF + COND_FAKE_OFF + COND_WRONG) / 3, rtol=1e-6)
+    # Without an unconditional head: eq 23's conditional half / the references' cond form.
+    cond_only = {k: v for k, v in scores.items() if "uncond" not in k}
+    off = losses.discriminator_loss(None, fake_uncond=None, mismatch_term=False, **cond_only)
+    np.testing.assert_allclose(off["loss"], (COND_REAL + COND_FAKE_OFF) / 2, rtol=1e-6)
+    on = losses.discriminator_loss(None, fake_uncond=None, **cond_only)
+    np.testing.assert_allclose(on["loss"], COND_REAL + (COND_FAKE_OFF + COND_WRONG) / 2, rtol=1e-6)
+    with pytest.raises(ValueError, match="needs wrong_cond"):
+        losses.discriminator_loss(**dict(scores, wrong_cond=None))
+
+
+def test_discriminator_loss_masked_wrong_pairs():
+    """The pipeline's form: one wrong score per row and ``wrong_mask``. next_row (mask 1, 0)
+    gives the references' B - 1 = 1 pair exactly; other_class (mask 1, 1) averages B = 2 pairs."""
+    scores = {k: _logit(v) for k, v in P.items()}
+    # Row 1's pair is masked out: its score (any value) must not count.
+    next_row = losses.discriminator_loss(**dict(scores, wrong_cond=_logit([0.25, 0.99])),
+                                         wrong_mask=np.array([1.0, 0.0], "float32"))
+    np.testing.assert_allclose(next_row["cond_wrong"], COND_WRONG, rtol=1e-5)
+    np.testing.assert_allclose(next_row["loss"], D_LOSS, rtol=1e-5)
+    np.testing.assert_allclose(next_row["cond_accuracy_wrong"], 1.0)
+    both = losses.discriminator_loss(**dict(scores, wrong_cond=_logit([0.25, 0.6])),
+                                     wrong_mask=np.array([1.0, 1.0], "float32"))
+    cond_wrong = (-math.log(0.75) - math.log(0.4)) / 2
+    np.testing.assert_allclose(both["cond_wrong"], cond_wrong, rtol=1e-5)
+    np.testing.assert_allclose(both["loss"], (REAL + COND_REAL) / 2
+                               + (FAKE + COND_FAKE + cond_wrong) / 3, rtol=1e-5)
+    np.testing.assert_allclose(both["cond_accuracy_wrong"], 0.5)  # p = 0.6 is scored real
+    # An all-ones mask is the unmasked mean over the B pairs.
+    unmasked = losses.discriminator_loss(**dict(scores, wrong_cond=_logit([0.25, 0.6])))
+    np.testing.assert_allclose(unmasked["loss"], both["loss"], rtol=1e-6)
+
+
+def test_masked_wrong_pairs_across_replicas_sum_to_the_global_mean():
+    """next_row over a global batch of 6 on two replicas: only the last replica's last row has
+    no pair (5 pairs); with the all-reduced count the replica losses sum to the 5-pair mean."""
+    rng = np.random.default_rng(3)
+    wrong = rng.normal(size=(2, 3)).astype("float32")
+    masks = np.array([[1, 1, 1], [1, 1, 0]], "float32")
+    summed = sum(
+        losses.discriminator_loss(None, wrong[r], None, wrong[r], wrong[r], global_batch_size=6,
+                                  wrong_mask=masks[r], global_wrong_count=5.0)["cond_wrong"]
+        for r in range(2))
+    pairs = wrong.reshape(-1)[:5].astype("float64")
+    np.testing.assert_allclose(summed, np.mean(np.log1p(np.exp(pairs))), rtol=1e-5)
+    with pytest.raises(ValueError, match="global_wrong_count"):
+        losses.discriminator_loss(None, wrong[0], None, wrong[0], wrong[0], global_batch_size=6,
+                                  wrong_mask=masks[0])
+
+
+def test_masked_average_loss_hand_values():
+    x = np.array([1.0, 2.0, 6.0], "float32")
+    mask = np.array([1.0, 0.0, 1.0], "float32")
+    np.testing.assert_allclose(losses.masked_average_loss(x, mask), 3.5)
+    np.testing.assert_allclose(losses.masked_average_loss(x, mask, global_count=4), 7.0 / 4.0)
+    np.testing.assert_allclose(losses.masked_average_loss(x, np.zeros(3, "float32")), 0.0)
+    np.testing.assert_allclose(losses.masked_average_loss(x, mask.astype(bool)), 3.5)
+
+
 def test_generator_adversarial_loss_hand_values():
     uncond = np.array([0.0, LN3], "float32")  # BCE(., 1) = ln 2, ln(4/3)
     cond = np.array([-LN3], "float32")  # BCE(., 1) = ln 4
@@ -88,8 +171,14 @@ def test_generator_adversarial_loss_hand_values():
     out = losses.generator_adversarial_loss(uncond, cond)
     np.testing.assert_allclose(out["loss"], expected, rtol=1e-6)
     np.testing.assert_allclose(out["uncond"], (LN2 + math.log(4 / 3)) / 2, rtol=1e-6)
+    # --g_adv_factor=0.5 (eq 22 as printed): exactly half; the terms before the factor unchanged.
     half = losses.generator_adversarial_loss(uncond, cond, factor=0.5)
     np.testing.assert_allclose(half["loss"], expected / 2, rtol=1e-6)
+    np.testing.assert_allclose(half["cond"], out["cond"], rtol=1e-7)
+    np.testing.assert_allclose(half["uncond"], out["uncond"], rtol=1e-7)
+    np.testing.assert_allclose(
+        losses.generator_adversarial_loss(None, cond, factor=0.5)["loss"], math.log(4.0) / 2,
+        rtol=1e-6)
     probs = losses.generator_adversarial_loss(
         np.array([0.5, 0.75], "float32"), np.array([0.25], "float32"), from_logits=False
     )
@@ -106,6 +195,11 @@ def test_matching_loss_hand_values():
     np.testing.assert_allclose(out["accuracy"], 0.5, rtol=1e-6)
     scaled = losses.matching_loss(real, wrong, global_batch_size=4)  # a replica of half the batch
     np.testing.assert_allclose(scaled["loss"], expected / 2, rtol=1e-6)
+    # next_row's mask: only the first wrong pair counts.
+    masked = losses.matching_loss(real, wrong, wrong_mask=np.array([1.0, 0.0], "float32"))
+    np.testing.assert_allclose(masked["loss"], (LN2 + math.log(4 / 3)) / 2 + math.log(4 / 3),
+                               rtol=1e-6)
+    np.testing.assert_allclose(masked["accuracy"], (0.5 + 1.0) / 2, rtol=1e-6)
 
 
 def test_bce_on_probabilities_clamps_log_like_pytorch():

@@ -12,6 +12,7 @@ from typing import Optional
 from msmt_tf import configlib
 
 DATASETS = ("shapes", "cub", "coco", "folder")
+PAIRINGS = ("other_class", "next_row")
 
 
 def centre_layout_problem(layout, max_objects):
@@ -89,6 +90,13 @@ class DataConfig(configlib.ConfigBase):
     random_flip: bool = configlib.option(
         True, "Random horizontal flips when training (never for shapes: its captions name "
         "left and right).")
+    mismatch_pairing: str = configlib.option(
+        "other_class", "The mismatched caption of each training image (the wrong pair of the "
+        "discriminator loss, --d_mismatch_term=on): next_row = the next row's caption, image i "
+        "with caption i + 1 for the batch's first B - 1 rows, same class allowed (the "
+        "references' code, discriminator_loss of AttnGAN/DM-GAN code/miscc/losses.py; every "
+        "paper preset); other_class = the nearest later row (cyclically) of a different class, "
+        "B pairs (the quickstart).", choices=PAIRINGS)
     mismatch_swap: float = configlib.option(
         0.5, "Probability that a training image's mismatched caption (the wrong-caption pair of "
         "the conditional discriminator loss) is its own caption with one of --mismatch_words "

@@ -7,10 +7,15 @@ Every element is a dict (B = batch size, W = ``words_num``, S_k = ``base_size * 
     caption_len        int32 [B]   (min(len, W); the caption's real words)
     class_id           int32 [B]
     key                string [B]
-    wrong_captions     int32 [B, W]  a caption of another image of the batch, of a different
-    wrong_caption_len  int32 [B]     class when the batch has one (the D mismatched pair); when
-                                     training with --mismatch_swap=p, with probability p the
-                                     image's own caption with one of --mismatch_words swapped
+    wrong_captions     int32 [B, W]  the mismatched caption of each row (the D wrong pair,
+    wrong_caption_len  int32 [B]     --mismatch_pairing): other_class = the caption of the
+                                     nearest later row of a different class (when the batch
+                                     has one); next_row = row i + 1's (the references' pairs;
+                                     the last row gets row 0's, masked out); when training with
+                                     --mismatch_swap=p, with probability p the image's own
+                                     caption with one of --mismatch_words swapped
+    wrong_mask         float32 [B]   1 where the row has a mismatched pair: all rows, except
+                                     the last with next_row (B - 1 pairs) unless swapped
 
 Transforms (AttnGAN ``get_imgs``): CUB box crop, resize of the shorter side to
 ``int(S * 76 / 64)`` (S = the last stage's size; bilinear with antialiasing), then a random
@@ -171,6 +176,29 @@ def wrong_partner(class_ids):
     return (tf.range(b) + shift) % b
 
 
+def next_row_partner(batch_size):
+    """The references' pairs: row i with row i + 1 for the first B - 1 rows.
+
+    ``discriminator_loss`` of AttnGAN/DM-GAN ``code/miscc/losses.py`` scores
+    ``real_features[:B - 1]`` with ``conditions[1:B]`` (same-class pairs included). Returns
+    ``(partner int32 [B], mask float32 [B])``: ``partner = (i + 1) % B`` and mask 1 except at the
+    last row (whose partner, row 0, is not a pair of the references).
+    """
+    rows = tf.range(batch_size)
+    return (rows + 1) % batch_size, tf.cast(rows < batch_size - 1, tf.float32)
+
+
+def mismatch_partner(class_ids, pairing):
+    """``(partner int32 [B], mask float32 [B])`` of ``--mismatch_pairing`` (``other_class``:
+    ``wrong_partner``, every row a pair; ``next_row``: ``next_row_partner``)."""
+    if pairing == "next_row":
+        return next_row_partner(tf.shape(class_ids)[0])
+    if pairing != "other_class":
+        raise ValueError(f"mismatch_partner: unknown pairing {pairing!r}.")
+    partner = wrong_partner(class_ids)
+    return partner, tf.ones(tf.shape(partner), tf.float32)
+
+
 def swap_word(caption, word_ids, rnd):
     """The caption with one of its ``word_ids`` words replaced by another of ``word_ids``.
 
@@ -208,17 +236,19 @@ def mismatch_word_ids(cfg, vocab):
     return [vocab.wordtoix[w] for w in words]
 
 
-def _make_add_wrong(swap_probability):
+def _make_add_wrong(swap_probability, pairing):
     def add_wrong(batch):
-        partner = wrong_partner(batch["class_id"])
+        partner, mask = mismatch_partner(batch["class_id"], pairing)
         wrong = tf.gather(batch["captions"], partner)
         wrong_len = tf.gather(batch["caption_len"], partner)
         if swap_probability > 0:
             use = batch.pop("swap_ok") & (batch.pop("swap_draw") < swap_probability)
             wrong = tf.where(use[:, None], batch.pop("swapped_captions"), wrong)
             wrong_len = tf.where(use, batch["caption_len"], wrong_len)
+            mask = tf.where(use, 1.0, mask)  # a swapped caption is a pair of its own
         batch["wrong_captions"] = wrong
         batch["wrong_caption_len"] = wrong_len
+        batch["wrong_mask"] = mask
         return batch
 
     return add_wrong
@@ -370,7 +400,7 @@ def make_dataset(cfg, split, batch_size, training, seed=None):
     ds = tf.data.Dataset.zip((ds, rnd))
     ds = ds.map(augment, num_parallel_calls=parallel, deterministic=det)
     ds = ds.batch(batch_size, drop_remainder=training)
-    ds = ds.map(_make_add_wrong(cfg.mismatch_swap if swap_ids else 0.0))
+    ds = ds.map(_make_add_wrong(cfg.mismatch_swap if swap_ids else 0.0, cfg.mismatch_pairing))
     options = tf.data.Options()
     options.deterministic = seed is not None
     ds = ds.with_options(options)

@@ -95,7 +95,7 @@ class TrainConfig(configlib.ConfigBase):
         "head for N steps on real images alone to tell an image's caption from its mismatched "
         "one (--mismatch_swap); not in the paper or references (0: the presets). Not "
         "checkpointed: a run stopped during it redoes it.", lower=0)
-    # --- GAN objective (eq 19-21 and DAMSM, read by the GAN trainer) -------------------------
+    # --- GAN objective (eqs 19-23 and DAMSM, read by the GAN trainer) -----------------------
     lambda1: float = option(1.0, "Weight of the conditioning-augmentation KL term (eq 19).", lower=0.0)
     lambda2: float = option(0.5, "Weight of the redundancy term (eqs 20-21).", lower=0.0)
     lambda3: float = option(
@@ -108,6 +108,17 @@ class TrainConfig(configlib.ConfigBase):
         "(last, as the references and the CPU quickstart).",
         choices=("all", "last"),
     )
+    g_adv_factor: float = option(
+        1.0, "Factor of each stage's generator adversarial loss BCE(D(x), 1) + BCE(D(x, s), 1): "
+        "1 as the references' code (generator_loss of AttnGAN/DM-GAN code/miscc/losses.py; the "
+        "quickstart and every preset), 0.5 as eq 22 is printed (-1/2 [...]); "
+        "docs/decisions.md, 'Adversarial objective'.", lower=0.0)
+    d_mismatch_term: str = option(
+        "on", "The discriminator loss's mismatched-caption term: on = the references' code "
+        "((real + cond_real)/2 + (fake + cond_fake + cond_wrong)/3, discriminator_loss of "
+        "AttnGAN/DM-GAN code/miscc/losses.py; the quickstart and every preset), off = eq 23 as "
+        "printed ((real + fake)/2 + (cond_real + cond_fake)/2; cond_wrong is still logged). "
+        "The pairs: --mismatch_pairing.", choices=("on", "off"))
     gamma1: float = option(4.0, "DAMSM attention sharpness gamma1.", lower=0.0)
     gamma2: float = option(5.0, "DAMSM word-region aggregation gamma2.", lower=0.0)
     gamma3: float = option(10.0, "DAMSM posterior smoothing gamma3.", lower=0.0)

@@ -1,17 +1,20 @@
 """One GAN training step: every discriminator, then the generator (eqs 19-23).
 
-The order and the terms follow the references' `condGANTrainer.train` (facts §6): the
-generator runs once; each stage's discriminator is updated on the detached fakes with
-`(real + cond_real)/2 + (fake + cond_fake + cond_wrong)/3`; then the generator loss is
-computed with the *updated* discriminators:
+The order and the terms follow the references' `condGANTrainer.train` (AttnGAN/DM-GAN
+`code/trainer.py`): the generator runs once; each stage's discriminator is updated on the
+detached fakes with `losses.discriminator_loss` (`--d_mismatch_term`: on = the references'
+`(real + cond_real)/2 + (fake + cond_fake + cond_wrong)/3`, off = eq 23 as printed; the wrong
+pairs are the batch's `wrong_captions` where `wrong_mask` is 1, see `--mismatch_pairing`);
+then the generator loss is computed with the *updated* discriminators:
 
     L_G = sum_k L_G_k + lambda3 sum_{k in damsm_stages} L_DAMSM_k + lambda1 L_CA
           + lambda2 sum_{k >= 2} L_RED_k                                        (eq 19)
 
-with `L_G_k = BCE(D_k(x), 1) + BCE(D_k(x, s), 1)` (eq 22 as the references sum it) and
-`L_DAMSM_k = w_loss0 + w_loss1 + s_loss0 + s_loss1` on stage k's image. The text and image
-encoders are frozen. Every loss is scaled by the *global* batch (`global_batch_size`) so that
-the gradients summed over replicas by the optimizers are the global-batch means.
+with `L_G_k = g_adv_factor * [BCE(D_k(x), 1) + BCE(D_k(x, s), 1)]` (eq 22: factor 1 as the
+references sum it, 0.5 as printed) and `L_DAMSM_k = w_loss0 + w_loss1 + s_loss0 + s_loss1` on
+stage k's image. The text and image encoders are frozen. Every loss is scaled by the *global*
+batch (`global_batch_size`) so that the gradients summed over replicas by the optimizers are
+the global-batch means; the mismatched-pair terms by the number of pairs over all replicas.
 """
 
 import tensorflow as tf
@@ -80,9 +83,23 @@ class GANStep:
                                             global_batch_size=cfg.batch_size)
         return w0 + w1, s0 + s1
 
-    def _d_update(self, reals, fakes, sentence, wrong_sentence):
+    @staticmethod
+    def wrong_pairs(batch):
+        """``(wrong_mask [B], pairs over all replicas)`` of a batch, or ``(None, None)`` for a
+        batch without ``wrong_mask`` (every row a pair)."""
+        mask = batch.get("wrong_mask")
+        if mask is None:
+            return None, None
+        mask = tf.cast(mask, tf.float32)
+        count = tf.distribute.get_replica_context().all_reduce(
+            tf.distribute.ReduceOp.SUM, tf.reduce_sum(mask))
+        return mask, count
+
+    def _d_update(self, reals, fakes, sentence, wrong_sentence, wrong_mask=None,
+                  wrong_count=None):
         logs, oks = {}, []
         gbs = self.cfg.batch_size
+        mismatch_term = self.cfg.d_mismatch_term == "on"
         for k, (d, opt) in enumerate(zip(self.discriminators, self.d_optimizers)):
             with tf.GradientTape() as tape:
                 real_code = d(reals[k], training=True)
@@ -93,7 +110,8 @@ class GANStep:
                     d.uncond_logits(fake_code, training=True),
                     d.cond_logits(fake_code, sentence, training=True),
                     d.cond_logits(real_code, wrong_sentence, training=True),
-                    global_batch_size=gbs)
+                    global_batch_size=gbs, mismatch_term=mismatch_term, wrong_mask=wrong_mask,
+                    global_wrong_count=wrong_count)
                 scaled = opt.scale_loss(out["loss"])
             grads = tape.gradient(scaled, d.trainable_variables)
             oks.append(precision.apply_gradients_if_finite(
@@ -110,6 +128,7 @@ class GANStep:
         ``d_warmup_accuracy/stage<k>`` (global-batch scaled)."""
         _, sentence, _ = self.encode_text(batch["captions"])
         _, wrong_sentence, _ = self.encode_text(batch["wrong_captions"])
+        wrong_mask, wrong_count = self.wrong_pairs(batch)
         logs = {}
         for k, (d, opt) in enumerate(zip(self.discriminators, self.d_optimizers)):
             with tf.GradientTape() as tape:
@@ -117,7 +136,8 @@ class GANStep:
                 out = losses.matching_loss(
                     d.cond_logits(code, sentence, training=True),
                     d.cond_logits(code, wrong_sentence, training=True),
-                    global_batch_size=self.cfg.batch_size)
+                    global_batch_size=self.cfg.batch_size, wrong_mask=wrong_mask,
+                    global_wrong_count=wrong_count)
                 scaled = opt.scale_loss(out["loss"])
             unused = {id(v) for v in d.uncond_head.trainable_variables}
             variables = [v for v in d.trainable_variables if id(v) not in unused]
@@ -137,7 +157,7 @@ class GANStep:
             code = d(fakes[k], training=True)
             adv = losses.generator_adversarial_loss(
                 d.uncond_logits(code, training=True), d.cond_logits(code, sentence, training=True),
-                global_batch_size=gbs)
+                factor=cfg.g_adv_factor, global_batch_size=gbs)
             logs[f"g_adv/stage{k}"] = adv["loss"]
             total += adv["loss"]
         stages = range(len(fakes)) if cfg.damsm_stages == "all" else [len(fakes) - 1]
@@ -178,7 +198,8 @@ class GANStep:
             out = self.generator(inputs, training=True)
             fakes = [tf.cast(x, tf.float32) for x in out["images"]]
             with tape.stop_recording():
-                logs, d_oks = self._d_update(batch["images"], fakes, sentence, wrong_sentence)
+                logs, d_oks = self._d_update(batch["images"], fakes, sentence, wrong_sentence,
+                                             *self.wrong_pairs(batch))
             g_loss, g_logs = self._g_loss(out, words, sentence, mask, batch["class_id"])
             scaled = self.g_optimizer.scale_loss(g_loss)
         variables = self.generator.trainable_variables

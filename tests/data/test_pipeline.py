@@ -48,6 +48,7 @@ def test_structure_shapes_dtypes_ranges(shapes_cfg):
     for k in ("caption_len", "class_id", "wrong_caption_len"):
         assert spec[k].dtype == tf.int32 and spec[k].shape.as_list() == [5]
     assert spec["key"].dtype == tf.string
+    assert spec["wrong_mask"].dtype == tf.float32 and spec["wrong_mask"].shape.as_list() == [5]
     batches = _batches(ds)
     assert len(batches) == 4  # 24 // 5, remainder dropped
     keys = np.concatenate([b["key"] for b in batches])
@@ -186,6 +187,50 @@ def test_wrong_captions_come_from_other_classes(shapes_cfg):
         assert (partner != np.arange(6)).all()
         if len(set(cls.tolist())) > 1:
             assert (cls[partner] != cls).all()
+        np.testing.assert_array_equal(b["wrong_mask"].numpy(), np.ones(6))  # B pairs
+
+
+def test_next_row_partner_hand_cases():
+    partner, mask = pipeline.next_row_partner(4)
+    assert partner.numpy().tolist() == [1, 2, 3, 0] and mask.numpy().tolist() == [1, 1, 1, 0]
+    partner, mask = pipeline.next_row_partner(1)  # no pair at all
+    assert partner.numpy().tolist() == [0] and mask.numpy().tolist() == [0]
+    partner, mask = pipeline.mismatch_partner(tf.constant([1, 1, 2, 1]), "other_class")
+    assert partner.numpy().tolist() == [2, 2, 3, 2] and mask.numpy().tolist() == [1, 1, 1, 1]
+    partner, mask = pipeline.mismatch_partner(tf.constant([1, 1, 2, 1]), "next_row")
+    assert partner.numpy().tolist() == [1, 2, 3, 0] and mask.numpy().tolist() == [1, 1, 1, 0]
+
+
+def test_next_row_pairing_is_the_references(shapes_cfg):
+    """--mismatch_pairing=next_row: rows 0..B-2 get captions 1..B-1 (same class allowed, as
+    DM-GAN's ``conditions[1:batch_size]``); the last row is masked out: B - 1 pairs."""
+    cfg = shapes_cfg.replace(mismatch_swap=0.0, mismatch_pairing="next_row")
+    same_class = 0
+    for b in pipeline.make_dataset(cfg, "train", 6, training=True, seed=2):
+        caps, wrong = b["captions"].numpy(), b["wrong_captions"].numpy()
+        np.testing.assert_array_equal(wrong[:5], caps[1:])
+        np.testing.assert_array_equal(b["wrong_caption_len"].numpy()[:5],
+                                      b["caption_len"].numpy()[1:])
+        np.testing.assert_array_equal(b["wrong_mask"].numpy(), [1, 1, 1, 1, 1, 0])
+        cls = b["class_id"].numpy()
+        same_class += int((cls[:5] == cls[1:]).sum())
+    assert same_class > 0  # not filtered by class (3 shape classes, 20 pairs)
+    with pytest.raises(ConfigError, match="--mismatch_pairing='row'"):
+        shapes_cfg.replace(mismatch_pairing="row")
+
+
+def test_next_row_pairing_with_swap_counts_swapped_rows(shapes_cfg):
+    """--mismatch_swap=1 on top of next_row: a swapped caption is a pair of its own, so the last
+    row counts when (and only when) its caption was swapped."""
+    vocab = load_split(shapes_cfg, "train").vocab
+    shape_ids = {vocab.wordtoix[w] for w in shapes.SHAPES if w in vocab.wordtoix}
+    cfg = shapes_cfg.replace(mismatch_swap=1.0, mismatch_pairing="next_row", words_num=18)
+    for b in pipeline.make_dataset(cfg, "train", 6, training=True, seed=4):
+        caps, wrong = b["captions"].numpy(), b["wrong_captions"].numpy()
+        has_shape = np.isin(caps, list(shape_ids)).any(axis=1)
+        expected = np.where(has_shape, 1.0, [1, 1, 1, 1, 1, 0])
+        np.testing.assert_array_equal(b["wrong_mask"].numpy(), expected)
+        assert (np.sum(caps != wrong, axis=1)[has_shape] == 1).all()
 
 
 def test_swap_word_hand_cases():

@@ -20,6 +20,8 @@ def test_defaults_follow_the_references_and_the_paper():
     assert (c.precision, c.strategy, c.resume, c.run_dir, c.jit_compile) == ("float32", "default", True, None, False)
     assert c.max_nonfinite_steps == 20
     assert c.d_warmup_steps == 500  # not in the references: the presets set 0
+    # The references' code (eqs 22-23 as AttnGAN/DM-GAN run them): summed G terms, wrong pairs.
+    assert (c.g_adv_factor, c.d_mismatch_term) == (1.0, "on")
 
 
 def test_bad_values_name_the_flag():
@@ -33,6 +35,10 @@ def test_bad_values_name_the_flag():
         TrainConfig(run_dir="  ")
     with pytest.raises(configlib.ConfigError, match="--strategy='tpu'"):
         TrainConfig(strategy="tpu")
+    with pytest.raises(configlib.ConfigError, match=r"--d_mismatch_term='yes' is not one of"):
+        TrainConfig(d_mismatch_term="yes")
+    with pytest.raises(configlib.ConfigError, match=r"--g_adv_factor=-0.5 must be >= 0.0"):
+        TrainConfig(g_adv_factor=-0.5)
 
 
 def test_total_steps():
@@ -46,9 +52,10 @@ def test_flags_round_trip():
     fv = flags.FlagValues()
     flagutil.define_flags(TrainConfig, flag_values=fv)
     fv(["prog", "--noresume", "--precision=mixed_float16", "--g_lr=0.001", "--run_dir=/tmp/r",
-        "--damsm_stages=last", "--max_steps=10"])
+        "--damsm_stages=last", "--max_steps=10", "--g_adv_factor=0.5", "--d_mismatch_term=off"])
     c = flagutil.from_flags(TrainConfig, flag_values=fv)
     assert c == TrainConfig(resume=False, precision="mixed_float16", g_lr=0.001, run_dir="/tmp/r",
-                            damsm_stages="last", max_steps=10)
+                            damsm_stages="last", max_steps=10, g_adv_factor=0.5,
+                            d_mismatch_term="off")
     assert TrainConfig.from_dict(c.to_dict()) == c
     assert {f.name for f in dataclasses.fields(TrainConfig)} <= set(fv)

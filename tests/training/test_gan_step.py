@@ -5,6 +5,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from msmt_tf import losses
+from msmt_tf.data import pipeline
 from msmt_tf.training import ema as ema_lib, precision
 from msmt_tf.training.gan_step import GANStep
 from msmt_tf.training.gan_trainer import build_networks, make_optimizer
@@ -147,3 +149,66 @@ def test_discriminator_warmup_learns_matching_and_touches_nothing_else():
     for layer_before, layer in zip(before_enc, [text, image]):
         for b, v in zip(layer_before, layer.weights):
             np.testing.assert_array_equal(b, np.array(v), err_msg=v.path)
+
+
+def _bce(logits, label):
+    """Per-example BCE of logits against a constant label, float64 (independent of losses)."""
+    x = np.asarray(logits, "float64")
+    return np.log1p(np.exp(-x)) if label else np.log1p(np.exp(x))
+
+
+def _paired_batch(model_cfg, pairing):
+    """The fixture batch with the pipeline's wrong captions and ``wrong_mask`` of ``pairing``."""
+    b = fx.batch(model_cfg)
+    partner, mask = (x.numpy() for x in pipeline.mismatch_partner(tf.constant(b["class_id"]),
+                                                                   pairing))
+    return dict(b, wrong_captions=b["captions"][partner],
+                wrong_caption_len=b["caption_len"][partner], wrong_mask=mask)
+
+
+# (--d_mismatch_term, --g_adv_factor, --mismatch_pairing, the rows whose wrong pair counts)
+OBJECTIVES = [
+    ("on", 1.0, "next_row", [0, 1, 2]),  # the references: B - 1 pairs, rows 0..B-2
+    ("off", 0.5, "next_row", None),  # eqs 22-23 as printed: no wrong-pair term
+    ("on", 0.5, "other_class", [0, 1, 2, 3]),  # the quickstart's B pairs
+]
+
+
+def test_step_objective_follows_the_flags(monkeypatch):
+    """Every flag combination: the logged D and G losses of a step equal the hand formulas on
+    the logits the step scored (captured on their way into the loss functions)."""
+    cfgs = fx.configs(lambda3=0.0)
+    step, gen, _, ds, text, image = _build(cfgs)
+    seen = []
+
+    def spy(name, fn):
+        def wrapped(*args, **kwargs):
+            seen.append((name, [None if a is None else np.array(a) for a in args]))
+            return fn(*args, **kwargs)
+        return wrapped
+
+    monkeypatch.setattr(losses, "discriminator_loss", spy("d", losses.discriminator_loss))
+    monkeypatch.setattr(losses, "generator_adversarial_loss",
+                        spy("g", losses.generator_adversarial_loss))
+    for term, factor, pairing, rows in OBJECTIVES:
+        cfg = cfgs.train.replace(d_mismatch_term=term, g_adv_factor=factor)
+        variant = GANStep(gen, ds, text, image, step.g_optimizer, step.d_optimizers, step.ema,
+                          step.noise_rng, cfg, cfgs.model.z_dim)
+        seen.clear()
+        logs = {k: float(v) for k, v in variant(_paired_batch(cfgs.model, pairing)).items()}
+        d_calls = [a for n, a in seen if n == "d"]
+        g_calls = [a for n, a in seen if n == "g"]
+        assert len(d_calls) == len(g_calls) == len(ds)
+        for k, (ru, rc, fu, fc, wc) in enumerate(d_calls):
+            real, cond_real = _bce(ru, 1).mean(), _bce(rc, 1).mean()
+            fake, cond_fake = _bce(fu, 0).mean(), _bce(fc, 0).mean()
+            if term == "on":
+                cond_wrong = _bce(wc, 0)[rows].mean()
+                expected = (real + cond_real) / 2 + (fake + cond_fake + cond_wrong) / 3
+                assert logs[f"d_cond_wrong/stage{k}"] == pytest.approx(cond_wrong, rel=1e-5)
+            else:
+                expected = (real + fake) / 2 + (cond_real + cond_fake) / 2
+            assert logs[f"d_loss/stage{k}"] == pytest.approx(expected, rel=1e-5), (term, k)
+        for k, (fu, fc) in enumerate(g_calls):
+            expected = factor * (_bce(fu, 1).mean() + _bce(fc, 1).mean())
+            assert logs[f"g_adv/stage{k}"] == pytest.approx(expected, rel=1e-5), (factor, k)
