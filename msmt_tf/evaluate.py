@@ -9,6 +9,12 @@ Loads the EMA generator and the DAMSM encoders of the run (``load_for_inference`
 (sample count, reference set, Inception weights hash, resize, quantisation, seeds) to
 ``<run_dir>/metrics.json`` (or ``--out``). Data/evaluation flags given on the command line
 override the run's ``config.json`` (e.g. ``--data_dir`` when the data moved).
+
+The protocol's ``damsm`` entry names the DAMSM encoders that conditioned the generator and
+scored R-precision (directory and content SHA-256, ``models.damsm.fingerprint``) next to the
+ones the run recorded when it started training (``<run_dir>/damsm_encoders.json``); when they
+differ (the run's ``--damsm_dir`` now holds other encoders, or resolves to another directory
+from this working directory) one warning is logged: such numbers are not the run's.
 """
 
 import dataclasses
@@ -51,6 +57,35 @@ def output_path(eval_cfg, run_dir):
     return os.path.join(run_dir, METRICS_FILE)
 
 
+def damsm_provenance(loaded):
+    """``(used, trained_with)``: ``damsm.fingerprint`` of the encoders ``loaded`` holds (None if
+    it names no directory) and the record the run wrote when training started (None for runs
+    without one)."""
+    from msmt_tf.models import damsm
+    from msmt_tf.training import run_dir as run_dir_lib
+
+    damsm_dir = getattr(loaded, "damsm_dir", None)
+    used = damsm.fingerprint(damsm_dir) if damsm_dir else None
+    run = getattr(loaded, "run_dir", None)
+    trained_with = run_dir_lib.read_damsm_record(run) if run else None
+    return used, trained_with
+
+
+def check_damsm_encoders(used, trained_with, run_dir):
+    """Whether the encoders ``used`` are the ones the run trained with (None: unknown); logs
+    one warning line when they are not."""
+    if not used or not trained_with:
+        return None
+    if used["sha256"] == trained_with["sha256"]:
+        return True
+    logging.warning(
+        "R-precision and the generator's text conditioning come from the DAMSM encoders in %s "
+        "(sha256 %s), not the ones %s trained with (%s, sha256 %s): these numbers are not the "
+        "run's; evaluate with the encoders it trained with.", used["path"], used["sha256"][:12],
+        run_dir, trained_with.get("path"), trained_with["sha256"][:12])
+    return False
+
+
 def evaluate_run(eval_cfg, run_dir=None, progress=True):
     """Library entry of the CLI: loads the run, evaluates it, writes metrics.json; returns
     ``(path, result)``."""
@@ -59,8 +94,10 @@ def evaluate_run(eval_cfg, run_dir=None, progress=True):
     loaded = _load_for_inference(run_dir, eval_cfg.checkpoint)
     configs = loaded.configs
     data_cfg = _data_config(configs.data)
+    used, trained_with = damsm_provenance(loaded)
+    same = check_damsm_encoders(used, trained_with, getattr(loaded, "run_dir", run_dir))
     evaluator = Evaluator(data_cfg, configs.model, eval_cfg, loaded.text_encoder,
-                          loaded.image_encoder, vocab=loaded.vocab)
+                          loaded.image_encoder, vocab=loaded.vocab, damsm=used)
     result = evaluator.evaluate(loaded.generator, progress=progress,
                                 save_dir=eval_cfg.save_images_dir)
     result["protocol"]["checkpoint"] = getattr(loaded, "checkpoint", eval_cfg.checkpoint)
@@ -68,6 +105,8 @@ def evaluate_run(eval_cfg, run_dir=None, progress=True):
     result["protocol"]["generator"] += " (EMA weights)"
     result["protocol"]["eval_config"] = eval_cfg.to_dict()
     result["protocol"]["data_config"] = data_cfg.to_dict()
+    result["protocol"]["damsm"] = {**(used or {"path": None, "sha256": None}),
+                                   "trained_with": trained_with, "same_as_training": same}
     path = output_path(eval_cfg, getattr(loaded, "run_dir", None) or run_dir or ".")
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     tmp = path + ".tmp"
@@ -89,6 +128,10 @@ def main(argv):
     eval_cfg = flagutil.from_flags(EvalConfig)
     if not FLAGS.run_dir and not eval_cfg.checkpoint:
         raise configlib.ConfigError("give --run_dir (a training run) or --checkpoint.")
+    if FLAGS["damsm_dir"].present:
+        raise configlib.ConfigError(
+            "--damsm_dir: the evaluation uses the DAMSM encoders of the run's config.json (the "
+            "generator is conditioned by the text encoder it trained with); drop the flag.")
     path, result = evaluate_run(eval_cfg, run_dir=FLAGS.run_dir)
     for metric, reason in result["skipped"].items():
         logging.info("%s skipped: %s", metric, reason)

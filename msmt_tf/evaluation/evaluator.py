@@ -156,11 +156,14 @@ class Evaluator:
         support stops the evaluation with an ``EvaluationError`` naming the flag to change;
         ``"adaptive"`` (the in-training evaluation): it is skipped or shrunk, logged once, and
         recorded in the result (see the module docstring).
+      damsm: ``{"path", "sha256"}`` of the DAMSM encoders given (``models.damsm.fingerprint``),
+        recorded as ``protocol["damsm"]``: which encoders conditioned the generator and scored
+        R-precision (None: unknown, e.g. stand-in encoders).
     """
 
     def __init__(self, data_cfg, model_cfg, eval_cfg, text_encoder, image_encoder=None, vocab=None,
                  feature_extractor=None, attribute_classifier=None, split=None,
-                 reference_images=None, mode="strict"):
+                 reference_images=None, mode="strict", damsm=None):
         from msmt_tf.data import load_split
 
         if mode not in MODES:
@@ -173,6 +176,7 @@ class Evaluator:
         self.eval_cfg = eval_cfg
         self.text_encoder = text_encoder
         self.image_encoder = image_encoder
+        self.damsm = dict(damsm) if damsm else None
         self.split = split if split is not None else load_split(data_cfg, "test")
         self.vocab = vocab if vocab is not None else self.split.vocab
         if vocab is not None and vocab.sha1() != self.split.vocab.sha1():
@@ -633,10 +637,12 @@ class Evaluator:
             "kid": {"subsets": cfg.kid_subsets, "subset_size": plan.kid_subset_size,
                     "subset_size_requested": cfg.kid_subset_size,
                     "kernel": "(x.y/2048 + 1)^3, unbiased MMD^2"},
+            "damsm": dict(self.damsm) if self.damsm else None,
             "r_precision": {"negatives": cfg.r_negatives, "folds": plan.r_folds,
                             "folds_requested": cfg.r_folds,
                             "similarity": "cosine(DAMSM global image code, sentence feature)",
                             "negatives_from": "captions of test images of other classes",
                             "fold_slicing": "all items (no DM-GAN off-by-one)",
-                            "image_input": "float generator output (not quantised)"},
+                            "image_input": "float generator output (not quantised)",
+                            "damsm_sha256": (self.damsm or {}).get("sha256")},
         }

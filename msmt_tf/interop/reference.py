@@ -2,7 +2,7 @@
 
 The released files are plain ``torch.save(module.state_dict())`` pickles, read here without
 torch by ``msmt_tf.io.torch_serialization`` (zip and legacy formats). Three state dicts map
-onto our layers (module structure: ``shared/reference/attngan_dmgan_facts.md`` §2-4):
+onto our layers (module structure: ``code/model.py`` of taoxugit/AttnGAN and MinfengZhu/DM-GAN):
 
 * ``text_encoder*.pth`` (``RNN_ENCODER``) -> ``TextEncoder``: ``encoder.weight`` is the
   embedding; ``rnn.{weight_ih,weight_hh,bias_ih,bias_hh}_l0[_reverse]`` the two LSTM
@@ -11,7 +11,8 @@ onto our layers (module structure: ``shared/reference/attngan_dmgan_facts.md`` �
   (z, r, h) and keeps both biases (``reset_after=True``).
 * ``image_encoder*.pth`` (``CNN_ENCODER``) -> ``DAMSMImageEncoder(variant="torchvision")``:
   the whole torchvision Inception-v3 trunk, batch-norm running statistics included (they
-  drifted during DAMSM training, facts §3), ``emb_features`` (1x1 conv) and ``emb_cnn_code``.
+  drifted during DAMSM training: AttnGAN's ``pretrain_DAMSM.py`` runs the trunk in train
+  mode), ``emb_features`` (1x1 conv) and ``emb_cnn_code``.
 * ``netG*.pth`` (``G_NET``) -> ``Generator(initial="ig", refinement="attn" | "memory")``:
   ``ca_net`` (CA), ``h_net1`` (``INIT_STAGE_G``), ``h_net2..`` (AttnGAN ``NEXT_STAGE_G`` with
   ``GlobalAttentionGeneral``, or DM-GAN's with the memory, gates and response gate) and
@@ -30,7 +31,9 @@ encoder whose sizes disagree with the configuration is named with the flags to c
 vocabulary whose size differs from the embedding is an error naming both sizes.
 
 ``convert_reference`` writes a run directory that ``msmt_tf.sample``, ``msmt_tf.evaluate`` and
-``msmt_tf.export`` load through ``msmt_tf.training.restore.load_for_inference``.
+``msmt_tf.export`` load through ``msmt_tf.training.restore.load_for_inference``;
+``convert_encoders`` converts the two DAMSM encoders alone into an encoder directory for
+``--damsm_dir`` (training and evaluating with AttnGAN's released encoders, the paper's protocol).
 """
 
 import collections
@@ -84,8 +87,8 @@ def read_state_dict(path, what="state dict"):
 def load_vocabulary(path):
     """The ``Vocabulary`` of an AttnGAN ``captions.pickle`` (a file or a directory holding one).
 
-    The pickle is ``[train_captions, test_captions, ixtoword, wordtoix]`` (facts §7.2); index 0
-    is ``'<end>'``.
+    The pickle is ``[train_captions, test_captions, ixtoword, wordtoix]`` (AttnGAN
+    ``datasets.py``); index 0 is ``'<end>'``.
     """
     if os.path.isdir(path):
         path = os.path.join(path, attngan_format.CAPTIONS_PICKLE)
@@ -222,7 +225,7 @@ def _gru_reorder(w):
 
 
 def text_encoder_map(text_encoder):
-    """``WeightMap`` of a built ``TextEncoder`` from ``RNN_ENCODER`` keys (facts §2)."""
+    """``WeightMap`` of a built ``TextEncoder`` from ``RNN_ENCODER`` keys (AttnGAN ``model.py``)."""
     m = WeightMap()
     m.plain("encoder.weight", text_encoder.embedding.embeddings)
     for suffix, cell in _rnn_cells(text_encoder).items():
@@ -297,7 +300,7 @@ def load_text_encoder(text_encoder, state, source="text encoder"):
 
 
 def image_encoder_map(image_encoder):
-    """``WeightMap`` of a built torchvision-variant ``DAMSMImageEncoder`` (facts §3)."""
+    """``WeightMap`` of a built torchvision-variant ``DAMSMImageEncoder`` (``CNN_ENCODER``)."""
     if image_encoder.variant != "torchvision":
         raise ConversionError(
             f"the released image encoders wrap torchvision's Inception-v3; the encoder was built "
@@ -456,8 +459,9 @@ def _save_checkpoint(generator, directory):
 
     from msmt_tf.training import checkpointing
 
-    # The released netG holds the EMA parameters (with the live model's BN statistics, facts
-    # §1.3); it is stored as both the EMA and the live generator so either can be loaded.
+    # The released netG holds the EMA parameters with the live model's BN statistics (the
+    # references' save_model loads the averaged parameters into netG before torch.save); it
+    # is stored as both the EMA and the live generator so either can be loaded.
     ckpt = tf.train.Checkpoint(
         step=tf.Variable(0, dtype=tf.int64, name="step"),
         generator=checkpointing.VariableMap(generator),
@@ -465,6 +469,120 @@ def _save_checkpoint(generator, directory):
     )
     manager = tf.train.CheckpointManager(ckpt, directory, max_to_keep=1, checkpoint_name="ckpt")
     return manager.save(checkpoint_number=0)
+
+
+def _check_out(out_dir):
+    if os.path.exists(out_dir) and (not os.path.isdir(out_dir) or os.listdir(out_dir)):
+        raise ConversionError(f"--out={out_dir} exists and is not empty; give a new directory.")
+
+
+def _staging_dir(out_dir):
+    """``<out>.converting``, emptied: everything is written there, then renamed (``_publish``)."""
+    tmp = os.path.normpath(out_dir) + ".converting"
+    if os.path.exists(tmp):
+        shutil.rmtree(tmp)
+    os.makedirs(tmp)
+    return tmp
+
+
+def _publish(tmp, out_dir):
+    if os.path.isdir(out_dir):
+        os.rmdir(out_dir)  # empty (checked by _check_out)
+    os.replace(tmp, out_dir)
+
+
+def _sources(**paths):
+    """``{name: {"path": absolute path, "sha1": ...}}`` of the source files."""
+    return {name: {"path": os.path.abspath(path), "sha1": file_sha1(path)}
+            for name, path in paths.items() if path and os.path.isfile(path)}
+
+
+def _encoder_configs(configs):
+    """``damsm.damsm_image_variant`` forced to ``torchvision``: the released ``CNN_ENCODER``
+    wraps torchvision's Inception-v3 (``damsm.json`` records it, so loading rebuilds it)."""
+    return configs.damsm.replace(damsm_image_variant="torchvision")
+
+
+def _read_encoders(configs, text_encoder, image_encoder, captions_pickle):
+    """Reads and checks the two encoder files against the configuration and the vocabulary;
+    returns ``(vocab, text_state, image_state)`` (nothing built yet)."""
+    vocab = load_vocabulary(captions_pickle)
+    text_state = read_state_dict(text_encoder, f"text encoder {text_encoder}")
+    image_state = read_state_dict(image_encoder, f"image encoder {image_encoder}")
+    check_text_encoder(text_state, configs.model, len(vocab), source=text_encoder)
+    check_image_encoder(image_state, configs.model, source=image_encoder)
+    return vocab, text_state, image_state
+
+
+def _build_encoders(configs, vocab, text_state, image_state, text_encoder, image_encoder):
+    """The ``TextEncoder`` and torchvision ``DAMSMImageEncoder`` holding the files' weights."""
+    from msmt_tf.models import damsm
+
+    text = damsm.build_text_encoder(configs.model, len(vocab))
+    load_text_encoder(text, text_state, source=text_encoder)
+    image = damsm.build_image_encoder(configs.model, variant="torchvision",
+                                      resize=configs.damsm.damsm_resize, load_trunk_weights=False)
+    load_image_encoder(image, image_state, source=image_encoder)
+    return text, image
+
+
+def _save_damsm(directory, configs, text, image, vocab, sources):
+    """Writes an encoder directory (``models.damsm`` layout) with the sources in ``damsm.json``."""
+    from msmt_tf.models import damsm
+
+    meta = damsm.encoder_meta(configs.model, _encoder_configs(configs))
+    meta["converted_from"] = sources
+    damsm.save_encoders(directory, text, image, vocab, meta)
+    return meta
+
+
+def convert_encoders(configs, out_dir, text_encoder, image_encoder, captions_pickle, log=None):
+    """Converts AttnGAN's / DM-GAN's released DAMSM encoders alone into an encoder directory.
+
+    ``out_dir`` is what ``msmt_tf.pretrain_damsm`` would write (``models.damsm``): give it as
+    ``--damsm_dir`` to ``msmt_tf.train`` (the generator then trains against the released
+    encoders, as the paper's ``L_DAMSM``) and the run's evaluations score R-precision with
+    them. ``damsm.json`` records the torchvision trunk, ``configs.damsm.damsm_resize`` and
+    ``configs.model.damsm_image_size`` (the references resize to 299 with the bilinear
+    ``Upsample`` of 2018 PyTorch, ``--damsm_resize=align_corners``) and the source files.
+
+    Args:
+      configs: ``msmt_tf.cli.common.Configs``; ``model`` must have the files' sizes
+        (``--embedding_dim=256 --word_embedding_dim=300 --rnn_type=lstm``, every paper preset).
+      out_dir: the directory to create; it must not exist or be empty.
+      text_encoder, image_encoder: ``text_encoder*.pth`` and ``image_encoder*.pth``.
+      captions_pickle: the ``captions.pickle`` released with the encoders (the vocabulary).
+      log: optional ``f(str)`` for progress lines.
+
+    Returns:
+      ``{"damsm_dir", "fingerprint", "vocab_size", "damsm_resize", "damsm_image_size",
+      "sources"}``.
+
+    Raises:
+      ConversionError: a file does not fit the configuration or the others (nothing written).
+      DataError: the captions pickle cannot be read.
+    """
+    from msmt_tf.models import damsm
+
+    log = log or (lambda msg: None)
+    _check_out(out_dir)
+    configs = type(configs)(**{**dict(configs.items()), "damsm": _encoder_configs(configs)})
+    vocab, text_state, image_state = _read_encoders(configs, text_encoder, image_encoder,
+                                                    captions_pickle)
+    text, image = _build_encoders(configs, vocab, text_state, image_state, text_encoder,
+                                  image_encoder)
+    sources = _sources(text_encoder=text_encoder, image_encoder=image_encoder,
+                       captions_pickle=captions_pickle)
+    tmp = _staging_dir(out_dir)
+    _save_damsm(tmp, configs, text, image, vocab, sources)
+    _publish(tmp, out_dir)
+    fingerprint = damsm.fingerprint(out_dir)
+    log(f"Wrote the DAMSM encoders {out_dir} (vocabulary {len(vocab):,} words, torchvision trunk, "
+        f"--damsm_resize={configs.damsm.damsm_resize}, sha256 {fingerprint['sha256'][:12]}); "
+        f"train with --damsm_dir={out_dir}.")
+    return {"damsm_dir": out_dir, "fingerprint": fingerprint, "vocab_size": len(vocab),
+            "damsm_resize": configs.damsm.damsm_resize,
+            "damsm_image_size": configs.model.damsm_image_size, "sources": sources}
 
 
 def convert_reference(configs, out_dir, text_encoder, image_encoder, netg, captions_pickle,
@@ -482,7 +600,8 @@ def convert_reference(configs, out_dir, text_encoder, image_encoder, netg, capti
       log: optional ``f(str)`` for progress lines.
 
     Returns:
-      The report dict also written to ``<out_dir>/conversion.json``.
+      The report dict also written to ``<out_dir>/conversion.json``. The run also records its
+      encoders in ``damsm_encoders.json`` (``run_dir.record_damsm_encoders``), as training does.
 
     Raises:
       ConversionError: a file does not fit the configuration or the others (nothing written).
@@ -494,41 +613,31 @@ def convert_reference(configs, out_dir, text_encoder, image_encoder, netg, capti
     from msmt_tf.training import run_dir as run_dir_lib
 
     log = log or (lambda msg: None)
-    if os.path.exists(out_dir) and (not os.path.isdir(out_dir) or os.listdir(out_dir)):
-        raise ConversionError(f"--out={out_dir} exists and is not empty; give a new directory.")
+    _check_out(out_dir)
     configs = _run_configs(configs, out_dir)
     model_cfg = configs.model
 
-    vocab = load_vocabulary(captions_pickle)
-    text_state = read_state_dict(text_encoder, f"text encoder {text_encoder}")
-    image_state = read_state_dict(image_encoder, f"image encoder {image_encoder}")
+    vocab, text_state, image_state = _read_encoders(configs, text_encoder, image_encoder,
+                                                    captions_pickle)
     g_state = read_state_dict(netg, f"generator {netg}")
-    check_text_encoder(text_state, model_cfg, len(vocab), source=text_encoder)
-    check_image_encoder(image_state, model_cfg, source=image_encoder)
     found = check_generator(g_state, model_cfg, source=netg)
     log(f"{netg}: {model_cfg.preset_name} generator, GF_DIM {found['gf_dim']}, "
         f"R_NUM {found.get('r_num', 0)}, {found['stages']} stages; vocabulary "
         f"{len(vocab):,} words.")
 
-    text = damsm.build_text_encoder(model_cfg, len(vocab))
-    load_text_encoder(text, text_state, source=text_encoder)
-    image = damsm.build_image_encoder(model_cfg, variant="torchvision",
-                                      resize=configs.damsm.damsm_resize, load_trunk_weights=False)
-    load_image_encoder(image, image_state, source=image_encoder)
-    # Built exactly as load_for_inference builds it, so the variable order (the checkpoint's
-    # keys, see VariableMap) is the same.
+    text, image = _build_encoders(configs, vocab, text_state, image_state, text_encoder,
+                                  image_encoder)
+    # Built exactly as load_for_inference builds it, so the variable paths (the checkpoint's
+    # keys, see VariableMap) are the same.
     generator = build_generator(model_cfg, seed=configs.train.seed, name="generator")
     generator(dummy_generator_inputs(model_cfg, words_num=configs.data.words_num), training=False)
     load_generator(generator, g_state, source=netg)
 
-    tmp = os.path.normpath(out_dir) + ".converting"
-    if os.path.exists(tmp):
-        shutil.rmtree(tmp)
-    os.makedirs(tmp)
-    meta = damsm.encoder_meta(model_cfg, configs.damsm)
-    meta["converted_from"] = {"text_encoder": os.path.abspath(text_encoder),
-                              "image_encoder": os.path.abspath(image_encoder)}
-    damsm.save_encoders(os.path.join(tmp, DAMSM_SUBDIR), text, image, vocab, meta)
+    tmp = _staging_dir(out_dir)
+    sources = _sources(text_encoder=text_encoder, image_encoder=image_encoder, netG=netg,
+                       captions_pickle=captions_pickle)
+    encoder_sources = {k: v for k, v in sources.items() if k != "netG"}
+    _save_damsm(os.path.join(tmp, DAMSM_SUBDIR), configs, text, image, vocab, encoder_sources)
     prefix = _save_checkpoint(generator, os.path.join(tmp, "checkpoints"))
     with open(os.path.join(tmp, run_dir_lib.CONFIG_FILE), "w", encoding="utf-8") as f:
         json.dump(run_dir_lib.resolved_config(dict(configs.items())), f, indent=2, sort_keys=True)
@@ -541,19 +650,16 @@ def convert_reference(configs, out_dir, text_encoder, image_encoder, netg, capti
         "vocab_size": len(vocab),
         "vocab_sha1": vocab.sha1(),
         "checkpoint": os.path.basename(prefix),
-        "sources": {
-            name: {"path": os.path.abspath(path), "sha1": file_sha1(path)}
-            for name, path in (("text_encoder", text_encoder), ("image_encoder", image_encoder),
-                               ("netG", netg), ("captions_pickle", captions_pickle))
-            if os.path.isfile(path)
-        },
+        "sources": sources,
         "generator": found,
     }
     with open(os.path.join(tmp, REPORT_FILE), "w", encoding="utf-8") as f:
         json.dump(report, f, indent=2, sort_keys=True)
         f.write("\n")
-    if os.path.isdir(out_dir):
-        os.rmdir(out_dir)  # empty (checked above)
-    os.replace(tmp, out_dir)
+    _publish(tmp, out_dir)
+    # The released generator was trained against these encoders: record them as training does,
+    # so `msmt_tf.evaluate` can tell when a run is scored with other ones.
+    run_dir_lib.record_damsm_encoders(out_dir, damsm.fingerprint(os.path.join(out_dir,
+                                                                             DAMSM_SUBDIR)))
     log(f"Wrote {out_dir} (config.json, checkpoints/{report['checkpoint']}, {DAMSM_SUBDIR}/).")
     return report

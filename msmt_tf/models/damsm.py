@@ -4,10 +4,17 @@ An encoder directory (written by `msmt_tf.pretrain_damsm`) holds:
 - `text_encoder.npz`, `image_encoder.npz`: every variable of the two encoders by Keras path
   (the frozen Inception trunk included, so a directory is self-contained);
 - `vocab.json`: the vocabulary in index order and its SHA-1;
-- `damsm.json`: the architecture (sizes, RNN type, trunk variant, resize) and how it was trained.
+- `damsm.json`: the architecture (sizes, RNN type, trunk variant, resize) and how it was trained
+  (or, for AttnGAN's released encoders converted by `tools/convert_reference.py`, the source
+  files).
 Loading against a dataset whose vocabulary differs is a clear error naming both sizes.
+
+`fingerprint(directory)` identifies the encoders of a directory by a SHA-256 over their
+contents (see `_content_hash`); a run records it when training starts and every evaluation
+protocol carries it, so a number can be traced to the encoders that scored it.
 """
 
+import hashlib
 import json
 import os
 
@@ -81,12 +88,22 @@ def save_layer(layer, path):
     os.replace(tmp, path)
 
 
-def load_layer(layer, path):
-    """Loads an `.npz` written by `save_layer`; missing/unexpected/mis-shaped are errors."""
+def _read_npz(path):
     if not os.path.exists(path):
         raise DAMSMLoadError(f"{path} is missing: run `python -m msmt_tf.pretrain_damsm` first.")
-    with np.load(path) as data:
-        stored = {k: data[k] for k in data.files}
+    try:
+        with np.load(path) as data:
+            return {k: data[k] for k in data.files}
+    except (OSError, ValueError, EOFError) as e:
+        raise DAMSMLoadError(f"{path}: not a readable .npz ({e}); write the encoder directory "
+                             "again (pretrain_damsm or tools/convert_reference.py).") from None
+
+
+def load_layer(layer, path, stored=None):
+    """Loads an `.npz` written by `save_layer` (or its arrays `stored`, already read);
+    missing/unexpected/mis-shaped are errors."""
+    if stored is None:
+        stored = _read_npz(path)
     variables = _variables(layer)
     missing = sorted(set(variables) - set(stored))
     unexpected = sorted(set(stored) - set(variables))
@@ -157,19 +174,84 @@ def check_vocab(directory, dataset_vocab):
     return vocab
 
 
+# ---------------------------------------------------------------------------------------
+# Fingerprint: which encoders are these?
+
+# `damsm.json` fields that change what the encoders compute without changing a weight.
+_HASHED_META = ("damsm_image_variant", "damsm_resize", "damsm_image_size")
+_FINGERPRINTS = {}  # (directory, file stats) -> sha256, filled by load_encoders / fingerprint
+
+
+def _content_hash(text_arrays, image_arrays, vocab_sha1, meta):
+    """SHA-256 over both encoders' arrays (name, dtype, shape, bytes; sorted by name), the
+    vocabulary's SHA-1 and the meta fields that change the image encoder's input (`_HASHED_META`).
+
+    The arrays, not the `.npz` bytes, are hashed: `np.savez` stamps the write time into the
+    zip, and the same weights written twice (e.g. the released files converted twice) must give
+    the same fingerprint.
+    """
+    h = hashlib.sha256()
+    for name, arrays in ((TEXT_FILE, text_arrays), (IMAGE_FILE, image_arrays)):
+        for key in sorted(arrays):
+            a = np.ascontiguousarray(arrays[key])
+            h.update(f"{name}/{key}:{a.dtype.str}:{a.shape}\n".encode())
+            h.update(a.tobytes())
+    h.update(f"vocab:{vocab_sha1}\n".encode())
+    h.update(json.dumps({k: meta.get(k) for k in _HASHED_META}, sort_keys=True).encode())
+    return h.hexdigest()
+
+
+def _cache_key(directory):
+    stats = []
+    for name in (TEXT_FILE, IMAGE_FILE, VOCAB_FILE, META_FILE):
+        st = os.stat(os.path.join(directory, name))
+        # save_layer writes through os.replace: a rewritten file is a new inode.
+        stats.append((name, st.st_ino, st.st_mtime_ns, st.st_size))
+    return os.path.realpath(directory), tuple(stats)
+
+
+def _read_meta(directory):
+    path = os.path.join(directory, META_FILE)
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (OSError, ValueError) as e:
+        raise DAMSMLoadError(
+            f"{path}: unreadable ({e}); write the encoder directory again.") from None
+
+
+def fingerprint(directory):
+    """`{"path": absolute directory, "sha256": content hash}` of an encoder directory.
+
+    Computed once per directory state: `load_encoders` stores the hash of what it loaded, and
+    a later call for the same, unchanged files (same modification times and sizes) reuses it.
+    """
+    if not exists(directory):
+        raise DAMSMLoadError(f"no DAMSM encoders in {directory} (text_encoder.npz, "
+                             "image_encoder.npz, vocab.json, damsm.json).")
+    key = _cache_key(directory)
+    if key not in _FINGERPRINTS:
+        _FINGERPRINTS[key] = _content_hash(
+            _read_npz(os.path.join(directory, TEXT_FILE)),
+            _read_npz(os.path.join(directory, IMAGE_FILE)),
+            load_vocab(directory).sha1(), _read_meta(directory))
+    return {"path": os.path.abspath(directory), "sha256": _FINGERPRINTS[key]}
+
+
 def load_encoders(directory, model_cfg, dataset_vocab=None):
     """Loads `(text_encoder, image_encoder, vocab, meta)` from an encoder directory.
 
     The architecture comes from `damsm.json`; it must agree with `model_cfg` on the feature
-    width (`--embedding_dim`) used by the generator.
+    width (`--embedding_dim`) used by the generator. `meta` also holds `"fingerprint"`, the
+    directory's `fingerprint` (computed from the arrays loaded here).
     """
     if not exists(directory):
         raise DAMSMLoadError(
             f"no DAMSM encoders in {directory}: run `python -m msmt_tf.pretrain_damsm "
             f"--damsm_dir={directory}` (same --dataset/--data_dir) first.")
+    key = _cache_key(directory)
     vocab = check_vocab(directory, dataset_vocab)
-    with open(os.path.join(directory, META_FILE)) as f:
-        meta = json.load(f)
+    meta = _read_meta(directory)
     if meta["embedding_dim"] != model_cfg.embedding_dim:
         raise DAMSMLoadError(
             f"{directory}: encoders have --embedding_dim={meta['embedding_dim']}, the run asks for "
@@ -180,8 +262,13 @@ def load_encoders(directory, model_cfg, dataset_vocab=None):
     text = build_text_encoder(cfg, len(vocab))
     image = build_image_encoder(cfg, variant=meta["damsm_image_variant"],
                                 resize=meta["damsm_resize"], load_trunk_weights=False)
-    load_layer(text, os.path.join(directory, TEXT_FILE))
-    load_layer(image, os.path.join(directory, IMAGE_FILE))
+    text_arrays = _read_npz(os.path.join(directory, TEXT_FILE))
+    image_arrays = _read_npz(os.path.join(directory, IMAGE_FILE))
+    load_layer(text, os.path.join(directory, TEXT_FILE), text_arrays)
+    load_layer(image, os.path.join(directory, IMAGE_FILE), image_arrays)
     text.trainable = False
     image.trainable = False
+    if key not in _FINGERPRINTS:
+        _FINGERPRINTS[key] = _content_hash(text_arrays, image_arrays, vocab.sha1(), meta)
+    meta["fingerprint"] = {"path": os.path.abspath(directory), "sha256": _FINGERPRINTS[key]}
     return text, image, vocab, meta

@@ -9,6 +9,7 @@ Layout (StyleGAN2-ADA's contract, see ``docs/training.md``)::
     <run_dir>/tensorboard/         tf.summary event files
     <run_dir>/metrics.jsonl        the same scalars, one JSON object per logging step
     <run_dir>/grids/               PNG image grids
+    <run_dir>/damsm_encoders.json  the DAMSM encoders the run trained with (path, SHA-256)
 
 The default directory is deterministic, ``runs/<dataset>_<preset>`` (``default_run_dir``), so
 running the same command again resumes. On resume the stored ``config.json`` is compared
@@ -31,6 +32,7 @@ from msmt_tf import configlib
 
 CONFIG_FILE = "config.json"
 CHANGES_FILE = "config_changes.jsonl"
+DAMSM_FILE = "damsm_encoders.json"
 
 # Keys (plain field names, any domain) that may change between a run and its resume.
 HARMLESS_KEYS = frozenset(
@@ -278,3 +280,40 @@ def load_configs(path: str, classes: Mapping[str, type], strict: bool = False) -
         cls = classes.get(name)
         out[name] = cls.from_dict(values, strict=strict) if cls is not None else values
     return out
+
+
+def read_damsm_record(path: str) -> Optional[dict]:
+    """The ``damsm_encoders.json`` of a run (``{"path", "sha256"}``), or None if the run has
+    none (written before the record existed) or it is unreadable (logged)."""
+    file = os.path.join(path, DAMSM_FILE)
+    if not os.path.isfile(file):
+        return None
+    try:
+        with open(file, encoding="utf-8") as f:
+            data = json.load(f)
+    except (OSError, ValueError) as e:
+        logging.warning("%s: unreadable (%s); the run's DAMSM encoders are unknown.", file, e)
+        return None
+    return data if isinstance(data, dict) and data.get("sha256") else None
+
+
+def record_damsm_encoders(path: str, fingerprint: Mapping, is_chief: bool = True) -> dict:
+    """Records which DAMSM encoders the run trains with (``models.damsm.fingerprint``).
+
+    The first record stays: a resume with other encoders logs a warning (its metrics then mix
+    two text encoders) and the file keeps the encoders the run started with, the ones
+    ``python -m msmt_tf.evaluate`` compares against. Returns the record in force.
+    """
+    old = read_damsm_record(path)
+    if old is not None:
+        if old["sha256"] != fingerprint["sha256"]:
+            logging.warning(
+                "%s started with the DAMSM encoders %s (sha256 %s) and now trains with %s "
+                "(sha256 %s); %s keeps the first.", path, old.get("path"), old["sha256"][:12],
+                fingerprint["path"], fingerprint["sha256"][:12], DAMSM_FILE)
+        return old
+    record = {"path": fingerprint["path"], "sha256": fingerprint["sha256"]}
+    if is_chief:
+        os.makedirs(path, exist_ok=True)
+        _write_json(os.path.join(path, DAMSM_FILE), record)
+    return record

@@ -96,20 +96,21 @@ def fixed_batch(configs, test_split):
 
 
 def make_evaluator(configs, text_encoder, image_encoder, vocab, test_split=None,
-                   reference_images=None):
+                   reference_images=None, damsm_fingerprint=None):
     """The in-training evaluator (FID, KID, R-precision, attribute accuracy on shapes).
 
     `reference_images` real test images give the FID reference statistics (default: the whole
     test split, as `python -m msmt_tf.evaluate`); training uses `--eval_num_images` of them so
     the held-out evaluation stays cheap. The evaluator is adaptive: a metric the test split
     cannot support (e.g. R-precision on a split of one class) is skipped or shrunk with the
-    reason logged and recorded in the result, and the run trains on.
+    reason logged and recorded in the result, and the run trains on. `damsm_fingerprint`
+    (`damsm.fingerprint` of the encoders) goes into the protocol of every result.
     """
     from msmt_tf.evaluation.evaluator import Evaluator
 
     return Evaluator(configs.data, configs.model, configs.eval, text_encoder, image_encoder,
                      vocab=vocab, split=test_split, reference_images=reference_images,
-                     mode="adaptive")
+                     mode="adaptive", damsm=damsm_fingerprint)
 
 
 def train(configs, stream=sys.stderr, out=sys.stdout):
@@ -138,14 +139,15 @@ def train(configs, stream=sys.stderr, out=sys.stdout):
     run = run_dir_lib.prepare_run_dir(path, configs.to_dict(), resume=tcfg.resume,
                                       is_chief=is_chief)
     with strategy.scope():
-        text, image, vocab, _ = damsm.load_encoders(damsm_dir, configs.model, train_split.vocab)
+        text, image, vocab, meta = damsm.load_encoders(damsm_dir, configs.model, train_split.vocab)
+    run_dir_lib.record_damsm_encoders(run.path, meta["fingerprint"], is_chief=is_chief)
     steps_per_epoch = len(train_split) // tcfg.batch_size
     seed = tcfg.seed if configs.data.deterministic else None
     train_ds = data_lib.make_dataset(configs.data, train_split, tcfg.batch_size, training=True,
                                      seed=seed)
     eval_images = min(tcfg.eval_num_images, len(test_split))
     evaluator = make_evaluator(configs, text, image, vocab, test_split,
-                               reference_images=eval_images)
+                               reference_images=eval_images, damsm_fingerprint=meta["fingerprint"])
     trainer = GANTrainer(configs, run, strategy, text, image, vocab, train_ds, steps_per_epoch,
                          fixed_batch=fixed_batch(configs, test_split), evaluator=evaluator,
                          eval_num_images=eval_images, is_chief=is_chief)

@@ -60,7 +60,7 @@ USER_ERRORS = [
     (_module("msmt_tf.fid"), [], "Give two paths"),  # app.UsageError
     (_module("msmt_tf.fid"), ["{tmp}/nothing", "{tmp}"],
      "{tmp}/nothing: no such file or directory"),  # sys.exit("message")
-    (_tool("convert_reference.py"), [], "missing --text_encoder, --netG, --captions_pickle, --out"),
+    (_tool("convert_reference.py"), [], "missing --text_encoder, --captions_pickle, --out"),
     (_tool("fid.py"), ["--batch_size=0", "a", "b"], "--batch_size=0 must be >= 1"),
     (_tool("prepare_data.py"), ["--preset=nope"], "--preset=nope: no such preset; available"),
 ]

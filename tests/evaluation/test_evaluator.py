@@ -213,6 +213,24 @@ def test_protocol_and_skips(data_cfg, tmp_path):
     json.dumps(result)  # metrics.json-ready
 
 
+def test_protocol_names_the_damsm_encoders(data_cfg, tmp_path):
+    from msmt_tf.data import load_split
+
+    split = load_split(data_cfg, "test")
+    encoders = {"path": "/runs/cub_damsm_attngan", "sha256": "ab" * 32}
+    ev = Evaluator(data_cfg, _model_cfg(), EvalConfig(stats_cache_dir=str(tmp_path / "stats")),
+                   BagOfWords(len(split.vocab)), ReadPaint(), feature_extractor=PooledColour(),
+                   split=split, damsm=encoders)
+    encoders["sha256"] = "changed by the caller afterwards"  # the evaluator keeps its copy
+    p = ev.evaluate(PaintSentence(), num_images=20, metrics=("r_precision",))["protocol"]
+    assert p["damsm"] == {"path": "/runs/cub_damsm_attngan", "sha256": "ab" * 32}
+    assert p["r_precision"]["damsm_sha256"] == "ab" * 32
+    # Stand-in encoders without a directory: unknown, said so.
+    p = _evaluator(data_cfg, tmp_path).evaluate(PaintSentence(), num_images=20,
+                                                metrics=("r_precision",))["protocol"]
+    assert p["damsm"] is None and p["r_precision"]["damsm_sha256"] is None
+
+
 def test_real_generator_in_inference_mode(data_cfg, tmp_path):
     from msmt_tf.models.generator import build_generator
 

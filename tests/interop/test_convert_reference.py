@@ -1,18 +1,20 @@
 """Conversion of released AttnGAN / DM-GAN PyTorch weights (``msmt_tf.interop.reference``).
 
-The state dicts are built here from the reference module structure (facts §2-4: ``RNN_ENCODER``,
-``CNN_ENCODER`` on torchvision's Inception-v3, ``G_NET`` with ``CA_NET``, ``INIT_STAGE_G``,
-AttnGAN's / DM-GAN's ``NEXT_STAGE_G`` and ``GET_IMAGE_G``) with the exact key names; widths that
-scale (GF_DIM, nef, the word embedding, the vocabulary) are small. They are written without
-torch in both file formats (``msmt_tf.testing.torch_files``). The converted models are compared
-with independent NumPy implementations of the reference forward passes (NCHW, the literal
-``mask.repeat(queryL, 1)`` of the attention, PyTorch's two LSTM biases and packed sequences).
+The state dicts are built here from the reference module structure (``code/model.py`` of
+taoxugit/AttnGAN and MinfengZhu/DM-GAN: ``RNN_ENCODER``, ``CNN_ENCODER`` on torchvision's
+Inception-v3, ``G_NET`` with ``CA_NET``, ``INIT_STAGE_G``, AttnGAN's / DM-GAN's ``NEXT_STAGE_G``
+and ``GET_IMAGE_G``) with the exact key names; widths that scale (GF_DIM, nef, the word
+embedding, the vocabulary) are small. They are written without torch in both file formats
+(``msmt_tf.testing.torch_files``). The converted models are compared with independent NumPy
+implementations of the reference forward passes (NCHW, the literal ``mask.repeat(queryL, 1)`` of
+the attention, PyTorch's two LSTM biases and packed sequences).
 """
 
 import collections
 import json
 import os
 import pickle
+import shutil
 import subprocess
 import sys
 
@@ -28,6 +30,7 @@ from msmt_tf.models.config import ModelConfig
 from msmt_tf.models.generator import build_generator
 from msmt_tf.testing.torch_files import write_state_dict
 from msmt_tf.training.config import TrainConfig
+from msmt_tf.training import run_dir as run_dir_lib
 from msmt_tf.training.damsm_config import DAMSMConfig
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -140,7 +143,7 @@ def _up_block(rng, s, prefix, cin, cout, tracked):
 
 def netg_state(rng, kind, gf=GF, r_num=RNUM, stages=STAGES, nef=NEF, cond=COND, z=ZDIM,
                tracked=True):
-    """``G_NET`` state dict in ``state_dict()`` order (facts §4.2-4.7)."""
+    """``G_NET`` state dict in ``state_dict()`` order (the references' ``code/model.py``)."""
     ngf = 16 * gf
     s = collections.OrderedDict()
     s["ca_net.fc.weight"] = _normal(rng, (4 * cond, nef))
@@ -356,7 +359,7 @@ def _run_keras(generator, x):
 
 
 def test_torchvision_key_list_has_the_reference_parameter_count():
-    # facts §3/§9: the frozen backbone of CNN_ENCODER has 21,785,568 parameters.
+    # torchvision's inception_v3 trunk (the frozen backbone of CNN_ENCODER): 21,785,568 parameters.
     n = sum(cout * cin * kh * kw + 2 * cout for _, cin, cout, kh, kw in torchvision_inception_convs())
     assert n == 21_785_568
 
@@ -457,8 +460,13 @@ def test_converted_run_dir_loads_for_inference(tmp_path, trunk_state, fmt, kind)
         tiny_configs(kind), run, text_encoder=paths["text"], image_encoder=paths["image"],
         netg=paths["netG"], captions_pickle=paths["captions"])
     assert report["generator"]["refinement"] == kind and report["vocab_size"] == VOCAB
-    assert sorted(os.listdir(run)) == ["checkpoints", "config.json", "conversion.json", "damsm"]
+    assert sorted(os.listdir(run)) == ["checkpoints", "config.json", "conversion.json", "damsm",
+                                       "damsm_encoders.json"]
     assert not os.path.exists(run + ".converting")
+    # The run records the encoders its generator was trained with, as training does.
+    recorded = run_dir_lib.read_damsm_record(run)
+    assert recorded == damsm.fingerprint(os.path.join(run, "damsm"))
+    assert report["sources"]["netG"]["sha1"] == reference.file_sha1(paths["netG"])
 
     loaded = restore.load_for_inference(run_dir=run)
     assert loaded.checkpoint.endswith("ckpt-0")
@@ -532,6 +540,126 @@ def test_vocabulary_size_mismatch_names_both_sizes(tmp_path, trunk_state):
     assert not os.path.exists(tmp_path / "run")
 
 
+def _convert_encoders(paths, out, configs=None, **changes):
+    kwargs = dict(text_encoder=paths["text"], image_encoder=paths["image"],
+                  captions_pickle=paths["captions"])
+    kwargs.update(changes)
+    return reference.convert_encoders(configs or tiny_configs(), str(out), **kwargs)
+
+
+def _resave_npz(path, **replace):
+    """Rewrites an encoder ``.npz`` compressed (other bytes), with some arrays replaced."""
+    with np.load(path) as f:
+        arrays = {k: f[k] for k in f.files}
+    arrays.update(replace)
+    tmp = path + ".tmp.npz"
+    np.savez_compressed(tmp, **arrays)
+    os.replace(tmp, path)
+    return arrays
+
+
+def test_encoders_alone_give_a_damsm_dir_the_loader_rebuilds(tmp_path, trunk_state):
+    states, paths = _write_reference_files(tmp_path, "legacy", trunk_state)
+    out = str(tmp_path / "damsm_released")
+    report = _convert_encoders(paths, out)
+    assert sorted(os.listdir(out)) == sorted(
+        [damsm.TEXT_FILE, damsm.IMAGE_FILE, damsm.VOCAB_FILE, damsm.META_FILE])
+    assert not os.path.exists(out + ".converting")
+    with open(os.path.join(out, damsm.META_FILE)) as f:
+        meta = json.load(f)
+    # tiny_configs: the default tf2015 trunk is replaced by the released encoders' torchvision.
+    assert (meta["damsm_image_variant"], meta["damsm_resize"], meta["damsm_image_size"]) == (
+        "torchvision", "align_corners", 75)
+    assert meta["converted_from"]["image_encoder"]["sha1"] == reference.file_sha1(paths["image"])
+    assert sorted(meta["converted_from"]) == ["captions_pickle", "image_encoder", "text_encoder"]
+
+    # The normal loader (what msmt_tf.train --damsm_dir and load_for_inference call).
+    vocab = reference.load_vocabulary(paths["captions"])
+    text, image, loaded_vocab, loaded_meta = damsm.load_encoders(out, tiny_model_cfg(), vocab)
+    assert loaded_vocab.words() == vocab.words()
+    assert loaded_meta["fingerprint"] == report["fingerprint"] == damsm.fingerprint(out)
+    assert loaded_meta["fingerprint"]["path"] == os.path.abspath(out)
+    # The text encoder computes the reference RNN_ENCODER (independent NumPy LSTM).
+    tokens = np.array([[3, 1, 4, 1, 5], [9, 2, 6, 0, 0], [5, 0, 0, 0, 0]], np.int32)
+    words, sent = text(tokens, training=False)
+    want_words, want_sent = np_rnn(states["text"], tokens, [5, 3, 1])
+    np.testing.assert_allclose(np.asarray(words), want_words, atol=1e-5)
+    np.testing.assert_allclose(np.asarray(sent), want_sent, atol=1e-5)
+    # The image encoder is rebuilt as converted: torchvision trunk, the recorded resize, and
+    # the outputs of the encoder converted straight from the file (64 px in: resized to 75).
+    assert (image.variant, image.resize, image.image_size) == ("torchvision", "align_corners", 75)
+    direct = damsm.build_image_encoder(tiny_model_cfg(), variant="torchvision",
+                                       resize="align_corners", load_trunk_weights=False)
+    reference.load_image_encoder(direct, states["image"])
+    x = np.random.default_rng(3).uniform(-1, 1, (2, 64, 64, 3)).astype(np.float32)
+    for got, want in zip(image(x, training=False), direct(x, training=False)):
+        assert np.abs(np.asarray(want)).max() > 1e-3
+        np.testing.assert_allclose(np.asarray(got), np.asarray(want), atol=1e-6)
+
+
+def test_fingerprint_hashes_contents_not_file_bytes(tmp_path, trunk_state):
+    _, paths = _write_reference_files(tmp_path, "zip", trunk_state)
+    a, b = tmp_path / "a", tmp_path / "b"
+    first = _convert_encoders(paths, a)["fingerprint"]["sha256"]
+    assert len(first) == 64
+    # The same weights in a file with other bytes (compressed; np.savez also stamps the time).
+    shutil.copytree(a, b)
+    text_path = str(b / damsm.TEXT_FILE)
+    before = open(text_path, "rb").read()
+    arrays = _resave_npz(text_path)
+    assert open(text_path, "rb").read() != before
+    assert damsm.fingerprint(str(b))["sha256"] == first
+    # One changed weight, the same directory rewritten: a new fingerprint (no stale cache).
+    key = next(k for k in sorted(arrays) if arrays[k].ndim == 2)
+    _resave_npz(text_path, **{key: arrays[key] + np.float32(1e-3)})
+    assert damsm.fingerprint(str(b))["sha256"] != first
+    # Another resize of the image input is another encoder.
+    meta_path = str(a / damsm.META_FILE)
+    with open(meta_path) as f:
+        meta = json.load(f)
+    meta["damsm_resize"] = "bilinear"
+    with open(meta_path + ".tmp", "w") as f:
+        json.dump(meta, f)
+    os.replace(meta_path + ".tmp", meta_path)
+    assert damsm.fingerprint(str(a))["sha256"] != first
+
+
+def test_encoders_alone_errors_are_one_line_and_write_nothing(tmp_path, trunk_state):
+    from msmt_tf.errors import UserError
+
+    _, paths = _write_reference_files(tmp_path, "zip", trunk_state)
+    out = tmp_path / "damsm"
+    cases = [
+        (dict(text_encoder=str(tmp_path / "missing.pth")), "missing.pth: no such file"),
+        (dict(image_encoder=paths["text"]), "no 'emb_cnn_code.weight'"),
+        (dict(configs=tiny_configs(embedding_dim=16)), "--embedding_dim=8.*--embedding_dim=16"),
+    ]
+    for changes, message in cases:
+        with pytest.raises(reference.ConversionError, match=message) as e:
+            _convert_encoders(paths, out, **changes)
+        assert isinstance(e.value, UserError) and "\n" not in str(e.value)
+        assert not out.exists() and not os.path.exists(str(out) + ".converting")
+    write_captions_pickle(str(tmp_path / "other.pickle"), vocab=VOCAB + 3)
+    with pytest.raises(reference.ConversionError, match=f"{VOCAB} rows.*{VOCAB + 3} words"):
+        _convert_encoders(paths, out, captions_pickle=str(tmp_path / "other.pickle"))
+
+    # A converted directory that does not fit: one-line DAMSMLoadErrors.
+    _convert_encoders(paths, out)
+    with pytest.raises(damsm.DAMSMLoadError, match="--embedding_dim=8, the run asks for 16"):
+        damsm.load_encoders(str(out), tiny_model_cfg(embedding_dim=16))
+    other_vocab = reference.load_vocabulary(str(tmp_path / "other.pickle"))
+    with pytest.raises(damsm.DAMSMLoadError, match=f"{VOCAB}-word vocabulary"):
+        damsm.load_encoders(str(out), tiny_model_cfg(), other_vocab)
+    with pytest.raises(reference.ConversionError, match="not empty"):
+        _convert_encoders(paths, out)
+    os.remove(out / damsm.IMAGE_FILE)
+    for call in (lambda: damsm.load_encoders(str(out), tiny_model_cfg()),
+                 lambda: damsm.fingerprint(str(out))):
+        with pytest.raises(damsm.DAMSMLoadError, match="no DAMSM encoders in") as e:
+            call()
+        assert isinstance(e.value, UserError) and "\n" not in str(e.value)
+
+
 def test_wrong_preset_names_the_flags(tmp_path, trunk_state):
     _, paths = _write_reference_files(tmp_path, "zip", trunk_state, kind="memory")
     with pytest.raises(reference.ConversionError) as e:
@@ -585,3 +713,39 @@ def test_cli_with_preset(tmp_path, trunk_state):
     proc = subprocess.run(bad, cwd=str(tmp_path), capture_output=True, text=True, timeout=600)
     assert proc.returncode != 0 and "--refinement=memory" in proc.stderr
     assert not os.path.exists(tmp_path / "run2")
+
+
+def test_cli_encoders_alone(tmp_path, trunk_state):
+    """tools/convert_reference.py without --netG: the paper's protocol, --preset=msmt_cub."""
+    rng = np.random.default_rng(8)
+    text = text_encoder_state(rng, vocab=VOCAB, word_dim=300, nef=256)
+    image = image_encoder_state(trunk_state, rng, nef=256)
+    os.makedirs(tmp_path / "DAMSMencoders" / "bird")
+    for name, state in (("text_encoder200.pth", text), ("image_encoder200.pth", image)):
+        write_state_dict(str(tmp_path / "DAMSMencoders" / "bird" / name), state, "legacy",
+                         cuda=True, rebuild="v1")
+    write_captions_pickle(str(tmp_path / "captions.pickle"))
+    out = tmp_path / "cub_damsm_attngan"
+    cmd = [sys.executable, os.path.join(ROOT, "tools", "convert_reference.py"), "--preset=msmt_cub",
+           "--damsm_image_size=75",
+           f"--text_encoder={tmp_path / 'DAMSMencoders' / 'bird' / 'text_encoder200.pth'}",
+           f"--captions_pickle={tmp_path / 'captions.pickle'}", f"--out={out}"]
+    proc = subprocess.run(cmd, cwd=str(tmp_path), capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    # One warning naming both settings that differ from the released encoders' (no generator:
+    # --mask_row_quirk is not mentioned).
+    warnings = [line for line in proc.stderr.splitlines() if "the released weights were" in line]
+    assert len(warnings) == 1 and "mask_row_quirk" not in warnings[0]
+    assert "--damsm_resize=bilinear --damsm_image_size=75" in warnings[0]
+    assert "--damsm_resize=align_corners --damsm_image_size=299" in warnings[0]
+    assert f"train with --damsm_dir={out}" in proc.stdout
+    meta = json.loads((out / damsm.META_FILE).read_text())
+    assert (meta["damsm_image_variant"], meta["damsm_resize"], meta["embedding_dim"],
+            meta["word_embedding_dim"]) == ("torchvision", "bilinear", 256, 300)
+    assert meta["converted_from"]["image_encoder"]["path"].endswith(
+        os.path.join("bird", "image_encoder200.pth"))  # derived from --text_encoder
+    loaded_text, _, _, _ = damsm.load_encoders(
+        str(out), tiny_model_cfg(embedding_dim=256, word_embedding_dim=300))
+    tokens = np.array([[2, 7, 1], [4, 0, 0]], np.int32)
+    _, sent = loaded_text(tokens, training=False)
+    np.testing.assert_allclose(np.asarray(sent), np_rnn(text, tokens, [3, 1])[1], atol=1e-5)
