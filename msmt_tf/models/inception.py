@@ -530,12 +530,15 @@ class FIDInception(keras.layers.Layer):
     Args:
       folded: use the BN-folded trunk (inference speed; differences ~1e-5).
       merge_1x1: also merge sibling 1x1 convs (needs ``folded``; see ``InceptionBlock``).
+      dtype: float32 unless given, whatever the global Keras policy: FID is defined on the
+        float32 graph (a ``mixed_bfloat16`` training process must not change its features).
 
     Call: ``[B, H, W, 3]`` uint8 or float in 0..255 -> dict ``"pool_3"`` ``[B, 2048]`` and
     ``"local"`` ``[B, 17, 17, 768]`` (the ``mixed_7`` output).
     """
 
     def __init__(self, folded=False, merge_1x1=False, **kwargs):
+        kwargs.setdefault("dtype", "float32")
         super().__init__(**kwargs)
         self.folded = bool(folded)
         self.merge_1x1 = bool(merge_1x1)
@@ -664,7 +667,8 @@ def fold_batch_norm(trunk, merge_1x1=False):
     (~1e-5 on pool_3, tested to 1e-4).
     """
     folded = InceptionV3Trunk(
-        trunk.variant, folded=True, merge_1x1=merge_1x1, name=trunk.name + "_folded"
+        trunk.variant, folded=True, merge_1x1=merge_1x1, name=trunk.name + "_folded",
+        dtype=trunk.dtype_policy,
     )
     folded.build((None, 299, 299, 3))
     set_trunk_weights(folded, trunk_weights_numpy(trunk), source="fold_batch_norm")

@@ -18,7 +18,7 @@ from typing import Optional
 from msmt_tf import configlib
 from msmt_tf.configlib import option
 
-PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
+PRECISIONS = ("auto", "float32", "mixed_float16", "mixed_bfloat16")
 STRATEGIES = ("default", "mirrored", "multiworker")
 
 
@@ -72,7 +72,12 @@ class TrainConfig(configlib.ConfigBase):
         200, "Images of the held-out evaluation during training (FID is biased by N: compare runs "
         "only at the same count; the full protocol is python -m msmt_tf.evaluate).", lower=10)
     # --- numerics / execution ----------------------------------------------------------------
-    precision: str = option("float32", "Compute precision; float16 uses dynamic loss scaling.", choices=PRECISIONS)
+    precision: str = option(
+        "auto", "Compute precision (Keras mixed precision: float32 weights, float16/bfloat16 "
+        "compute; mixed_float16 adds dynamic loss scaling). auto: mixed_float16 on GPUs with "
+        "tensor cores (compute capability >= 7.0), mixed_bfloat16 on CPUs with native bfloat16 "
+        "(AVX512_BF16 or AMX-BF16), float32 otherwise; the choice is logged and stored in "
+        "config.json (docs/training.md, 'Mixed precision').", choices=PRECISIONS)
     jit_compile: bool = option(False, "Compile the train step with XLA.")
     strategy: str = option(
         "default",

@@ -79,7 +79,8 @@ class GANTrainer:
         configs: `msmt_tf.cli.common.Configs` (`.data`, `.model`, `.train`, `.damsm`).
         run: `RunDir` of the run (already prepared).
         strategy: a `tf.distribute.Strategy`.
-        text_encoder, image_encoder: frozen DAMSM encoders (built in the strategy scope).
+        text_encoder, image_encoder: frozen DAMSM encoders (built in the strategy scope and,
+            as `runner.train` does, in `precision.policy_scope` of the run's precision).
         vocab: the dataset vocabulary (for captions on the grids).
         train_ds: one epoch of training batches (global batch; `drop_remainder`).
         steps_per_epoch: number of batches in `train_ds`.
@@ -97,7 +98,8 @@ class GANTrainer:
                  steps_per_epoch, fixed_batch=None, evaluator=None, eval_num_images=1000,
                  is_chief=True):
         self.configs = configs
-        self.cfg = configs.train
+        # --precision=auto resolved (runner.train passes it resolved already).
+        self.cfg = precision.resolve_train_config(configs.train)
         self.model_cfg = configs.model
         self.run = run
         self.strategy = strategy
@@ -116,7 +118,9 @@ class GANTrainer:
         # Reproducible initial weights: every unseeded initializer draws from Keras' global
         # generator, seeded here (a resumed run restores the weights anyway).
         keras.utils.set_random_seed(cfg.seed)
-        with strategy.scope():
+        # The networks compute in --precision (a layer reads the policy when constructed);
+        # everything built later (the evaluator's networks) stays float32.
+        with strategy.scope(), precision.policy_scope(cfg.precision):
             self.generator, self.ema_generator, self.discriminators = build_networks(
                 self.model_cfg, cfg, words_num, self.replica_batch)
             self.g_optimizer = make_optimizer(cfg.g_lr, cfg, self.generator.trainable_variables)

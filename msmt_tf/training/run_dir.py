@@ -14,7 +14,11 @@ Layout (StyleGAN2-ADA's contract, see ``docs/training.md``)::
 The default directory is deterministic, ``runs/<dataset>_<preset>`` (``default_run_dir``), so
 running the same command again resumes. On resume the stored ``config.json`` is compared
 with the new configuration: a difference in a key outside ``HARMLESS_KEYS`` (loop length,
-logging intervals, execution options) is an error naming every differing key. With
+logging intervals, execution options) is an error naming every differing key, except the
+changes ``CONDITIONAL_KEYS`` accepts: ``precision`` (stored resolved, next to
+``precision_requested``) may change between policies whose checkpoints restore into each
+other (float32 <-> mixed_bfloat16), so ``--precision=auto`` resuming on another machine is
+not refused; to or from mixed_float16 (a loss-scaled optimizer) it may not. With
 ``resume=False`` (``--noresume``) an existing directory is moved aside to
 ``<run_dir>.old-<UTC time>``; nothing is ever deleted.
 """
@@ -51,6 +55,7 @@ HARMLESS_KEYS = frozenset(
         "inception_jit",
         "strategy",
         "deterministic",
+        "precision_requested",  # "auto" or the explicit --precision; see CONDITIONAL_KEYS
         # data loading performance and locations do not change what is learnt
         "data_dir",
         "tfrecord_dir",
@@ -69,6 +74,22 @@ def _evaluation_keys():
 
 
 HARMLESS_KEYS = HARMLESS_KEYS | _evaluation_keys()
+
+
+def _precision_change(old, new):
+    from msmt_tf.training import precision
+
+    if old == precision.AUTO:  # stored unresolved (a library caller, a converted run)
+        return None
+    known = old in precision.PRECISIONS and new in precision.PRECISIONS
+    if known and precision.checkpoint_compatible(old, new):
+        return None
+    return (f"mixed_float16 checkpoints hold a loss-scaled optimizer, the others do not: pass "
+            f"--precision={old} to resume" if known else "")
+
+
+# Keys that may change when ``check(old, new)`` returns None; otherwise it returns why not.
+CONDITIONAL_KEYS = {"precision": _precision_change}
 
 
 class RunDirError(errors.UserError, ValueError):
@@ -198,6 +219,18 @@ def _move_aside(path, now=None):
     return target
 
 
+def _refusal(key, values, allowed_changes):
+    """False if the change of ``key`` is allowed, else its reason (None: a plain change)."""
+    name = key.split(".")[-1]
+    if name in allowed_changes:
+        return False
+    check = CONDITIONAL_KEYS.get(name)
+    if check is None:
+        return None
+    why = check(*values)
+    return False if why is None else why
+
+
 def prepare_run_dir(
     path: str,
     configs: Mapping[str, object],
@@ -245,9 +278,11 @@ def prepare_run_dir(
             )
         old = load_config_json(cfg_path)
         diffs = diff_configs(old, new)
-        bad = {k: v for k, v in diffs.items() if k.split(".")[-1] not in allowed_changes}
+        bad = {k: (v, _refusal(k, v, allowed_changes)) for k, v in diffs.items()}
+        bad = {k: v for k, v in bad.items() if v[1] is not False}
         if bad:
-            listed = "; ".join(f"{k}: {v[0]!r} -> {v[1]!r}" for k, v in bad.items())
+            listed = "; ".join(f"{k}: {v[0]!r} -> {v[1]!r}" + (f" ({why})" if why else "")
+                               for k, (v, why) in bad.items())
             raise RunDirError(
                 f"--run_dir={path} was created with a different configuration ({listed}). "
                 "Use the stored values to resume, another --run_dir for a new run, or "

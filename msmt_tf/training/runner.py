@@ -113,6 +113,37 @@ def make_evaluator(configs, text_encoder, image_encoder, vocab, test_split=None,
                      mode="adaptive", damsm=damsm_fingerprint)
 
 
+def resolve_precision(configs):
+    """``(configs with --precision resolved, the dict for config.json)``.
+
+    ``--precision=auto`` becomes this machine's policy (``precision.resolve``, logged);
+    config.json stores the resolved value as ``train.precision`` and the flag's value as
+    ``train.precision_requested``.
+    """
+    from msmt_tf.training import precision
+
+    requested = configs.train.precision
+    train_cfg = precision.resolve_train_config(configs.train)
+    precision.resolve(requested)  # the INFO line (once per process) for explicit values too
+    configs = type(configs)(**{**dict(configs.items()), "train": train_cfg})
+    stored = configs.to_dict()
+    stored["train"]["precision_requested"] = requested
+    return configs, stored
+
+
+def evaluation_encoders(damsm_dir, model_cfg, vocab, precision_name, encoders):
+    """The DAMSM ``(text, image)`` encoders of the evaluator: ``encoders`` themselves under
+    float32, else float32 copies loaded from ``damsm_dir`` (R-precision must not depend on the
+    machine's precision)."""
+    from msmt_tf.training import precision
+
+    if precision_name == "float32":
+        return encoders
+    with precision.policy_scope("float32"):
+        text, image, _, _ = damsm.load_encoders(damsm_dir, model_cfg, vocab)
+    return text, image
+
+
 def train(configs, stream=sys.stderr, out=sys.stdout):
     """The whole GAN job: data, DAMSM encoders (pretrained if missing), run dir, loop, report."""
     import tensorflow as tf
@@ -131,22 +162,26 @@ def train(configs, stream=sys.stderr, out=sys.stdout):
               "(python -m msmt_tf.pretrain_damsm)", file=out)
         _, best = pretrain_damsm(configs, train_split, test_split, stream=stream)
         print(f"DAMSM encoders: {damsm_dir} (validation: {json.dumps(best)})", file=out)
-    precision.set_precision(tcfg.precision)
     strategy = distribute.make_strategy(tcfg.strategy)
+    configs, stored = resolve_precision(configs)
+    tcfg = configs.train
     _, is_chief = distribute.worker_info(strategy)
     path = tcfg.run_dir or run_dir_lib.default_run_dir(configs.data.dataset,
                                                         configs.model.preset_name)
-    run = run_dir_lib.prepare_run_dir(path, configs.to_dict(), resume=tcfg.resume,
-                                      is_chief=is_chief)
-    with strategy.scope():
+    run = run_dir_lib.prepare_run_dir(path, stored, resume=tcfg.resume, is_chief=is_chief)
+    # The encoders of the DAMSM loss compute in the run's precision (the step's costliest
+    # part); the evaluator's (R-precision) in float32, as python -m msmt_tf.evaluate.
+    with precision.policy_scope(tcfg.precision), strategy.scope():
         text, image, vocab, meta = damsm.load_encoders(damsm_dir, configs.model, train_split.vocab)
+    eval_text, eval_image = evaluation_encoders(damsm_dir, configs.model, vocab, tcfg.precision,
+                                                (text, image))
     run_dir_lib.record_damsm_encoders(run.path, meta["fingerprint"], is_chief=is_chief)
     steps_per_epoch = len(train_split) // tcfg.batch_size
     seed = tcfg.seed if configs.data.deterministic else None
     train_ds = data_lib.make_dataset(configs.data, train_split, tcfg.batch_size, training=True,
                                      seed=seed)
     eval_images = min(tcfg.eval_num_images, len(test_split))
-    evaluator = make_evaluator(configs, text, image, vocab, test_split,
+    evaluator = make_evaluator(configs, eval_text, eval_image, vocab, test_split,
                                reference_images=eval_images, damsm_fingerprint=meta["fingerprint"])
     trainer = GANTrainer(configs, run, strategy, text, image, vocab, train_ds, steps_per_epoch,
                          fixed_batch=fixed_batch(configs, test_split), evaluator=evaluator,

@@ -21,9 +21,10 @@ def configs(**train):
     model = ModelConfig(gf_dim=4, df_dim=4, n_m=8, heads=2, grid=4, r_num=1, z_dim=8,
                         condition_dim=6, embedding_dim=16, word_embedding_dim=8)
     data = DataConfig(words_num=WORDS)
-    # lambda3 5 (the CUB presets', not the quickstart's 0) so the DAMSM term is exercised.
+    # lambda3 5 (the CUB presets', not the quickstart's 0) so the DAMSM term is exercised;
+    # float32 pinned: the default (auto) would follow the test machine's hardware.
     kw = dict(batch_size=BATCH, max_steps=4, log_every=1, image_every=2, checkpoint_every=2,
-              eval_every=0, seed=3, lambda3=5.0, d_warmup_steps=0)
+              eval_every=0, seed=3, lambda3=5.0, d_warmup_steps=0, precision="float32")
     kw.update(train)
     return common.Configs(data=data, model=model, train=TrainConfig(**kw), damsm=DAMSMConfig(),
                           eval=EvalConfig())

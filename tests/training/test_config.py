@@ -17,7 +17,7 @@ def test_defaults_follow_the_references_and_the_paper():
     assert (c.batch_size, c.max_steps, c.ema_decay, c.ema_ramp) == (10, 2000, 0.99, True)
     assert (c.lambda1, c.lambda2, c.lambda3, c.damsm_stages) == (1.0, 0.5, 0.0, "last")  # presets: lambda3 5/50, MSMT "all"
     assert (c.gamma1, c.gamma2, c.gamma3) == (4.0, 5.0, 10.0)
-    assert (c.precision, c.strategy, c.resume, c.run_dir, c.jit_compile) == ("float32", "default", True, None, False)
+    assert (c.precision, c.strategy, c.resume, c.run_dir, c.jit_compile) == ("auto", "default", True, None, False)
     assert c.max_nonfinite_steps == 20
     assert c.d_warmup_steps == 500  # not in the references: the presets set 0
     # The references' code (eqs 22-23 as AttnGAN/DM-GAN run them): summed G terms, wrong pairs.
