@@ -16,17 +16,23 @@ class MTWIG(keras.layers.Layer):
     stride 1, 'valid', no bias: BN follows) over the per-word vectors ``concat(s', z, w_l)``
     gives ``T = L - ks + 1`` seeds ``f_t`` of width ``32 * ngf`` (ngf = 16 * GF), the width of
     IG's dense layer. Each seed goes through the same BN / GLU / reshape / 4 x UpBlock stack as
-    IG (``SeedDecoder``), all tails batched as ``[B * T, ...]``, giving tails ``S_t``
-    ``[B, S, S, GF]`` (S = 64). Eq. 3: ``S_{1:t} = fuse(S_{1:t-1}, S_t)`` with ONE shared
-    ``GatedFusion`` (eqs 17-18), ``R_1 = S_{1:T}``.
+    IG (``SeedDecoder``), giving tails ``S_t`` ``[S, S, GF]`` (S = 64). Eq. 3:
+    ``S_{1:t} = fuse(S_{1:t-1}, S_t)`` with ONE shared ``GatedFusion`` (eqs 17-18),
+    ``R_1 = S_{1:T}``.
 
     Padding (docs/decisions.md, "MTWIG"): the input vector of a padded word is all zero (s' and
     z included), so the convolution sees zero padding there. Tail t of a caption of length n
     is valid iff it covers real words only (``t < n - ks + 1``); tail 0 is always valid, so a
     caption shorter than ks gets exactly one tail, the conv applied to its words followed by
-    zeros. Invalid tails are skipped by the fusion (``S_{1:t} = S_{1:t-1}``) and excluded from
-    every BN's batch statistics (``sample_mask``), so neither outputs nor running statistics
-    depend on how much padding follows a caption, in training or inference mode.
+    zeros. Invalid tails are skipped by the fusion (``S_{1:t} = S_{1:t-1}``), so neither
+    outputs nor BN running statistics depend on how much padding follows a caption, in
+    training or inference mode.
+
+    Only the valid tails are computed: their seeds are gathered into one compact batch
+    ``[N, 32 * ngf]`` (``N = sum_b max(n_b - ks + 1, 1)``, a dynamic size) before the decoder,
+    so the decoder's BN batch statistics are over the valid tails exactly, and the fusion
+    reads tail t of each caption from that batch by index; invalid tails are never
+    materialised.
 
     Width of V (docs/decisions.md): by default V outputs ``32 * ngf`` channels directly (the
     reading consistent with the paper's Table 2 count). ``conv_filters=N`` instead makes V
@@ -158,25 +164,26 @@ class MTWIG(keras.layers.Layer):
             seq_len = self.kernel_size
         num_tails = seq_len - self.kernel_size + 1
 
+        lengths = ops.sum(ops.cast(mask, "int32"), axis=1)
+        counts = ops.maximum(lengths - self.kernel_size + 1, 1)  # valid tails per caption
+        tail_valid = ops.arange(num_tails, dtype="int32")[None, :] < counts[:, None]
+
+        # Only the valid tails are decoded: their seeds, caption-major ([N, width], N =
+        # sum(counts), dynamic), so tail t of caption b is row offsets[b] + t.
         seeds = self.conv(x)  # [B, T, width]
+        valid_rows = ops.nonzero(ops.reshape(tail_valid, (-1,)))[0]
+        seeds = ops.take(ops.reshape(seeds, (-1, self.conv.filters)), valid_rows, axis=0)
         if self.project is not None:
             seeds = self.project(seeds)
+        tails = self.decoder(seeds, training=training)  # [N, S, S, GF]
+        offsets = ops.cumsum(counts) - counts
 
-        lengths = ops.sum(ops.cast(mask, "int32"), axis=1)
-        valid_count = ops.maximum(lengths - self.kernel_size + 1, 1)
-        tail_valid = ops.arange(num_tails, dtype="int32")[None, :] < valid_count[:, None]
-
-        flat = ops.reshape(seeds, (-1, 32 * self.ngf))
-        tails = self.decoder(
-            flat, training=training, sample_mask=ops.reshape(tail_valid, (-1,))
-        )
-        size = self.output_size
-        tails = ops.reshape(tails, (batch, num_tails, size, size, self.gf_dim))
-
-        # Eq. 3, tails in order; an invalid tail leaves the running fusion unchanged.
-        fused = tails[:, 0]
+        # Eq. 3, tails in order; a caption without a tail t keeps its running fusion (the
+        # gather then reads its own last tail, a candidate that is discarded).
+        fused = ops.take(tails, offsets, axis=0)
         for t in range(1, num_tails):
-            candidate = self.fusion((fused, tails[:, t]), training=training)
+            tail = ops.take(tails, offsets + ops.minimum(t, counts - 1), axis=0)
+            candidate = self.fusion((fused, tail), training=training)
             keep = ops.reshape(tail_valid[:, t], (-1, 1, 1, 1))
             fused = ops.where(keep, candidate, fused)
         return fused

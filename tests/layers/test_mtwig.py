@@ -138,3 +138,189 @@ def test_symbolic_serialization_and_errors():
         MTWIG(1, z_dim=ZD, condition_dim=CD)(inputs)
     with pytest.raises(ValueError, match="base_size"):
         MTWIG(1, output_size=48)
+
+
+# --- Only valid tails are computed: equality with an independent computation -------------
+# The reference builds every tail of every caption (T = L - ks + 1 per caption) with its own
+# windowed matmul for V, decodes them all in one [B * T] batch whose BN statistics are masked
+# to the valid tails (BatchNorm's ``sample_mask``: the layer's behaviour before it decoded
+# valid tails only), and fuses each caption's valid tails in a Python loop.
+
+MIXED = [6, 2, 4, 1, 6, 3]  # full length, shorter than ks = 3, ks exactly, ... (L = 6)
+
+
+def _reference(layer, inputs, training):
+    c, z, words, mask = inputs
+    ks = layer.kernel_size
+    lengths = mask.sum(1)
+    b, seq_len = mask.shape
+    x = np.concatenate([np.repeat(np.concatenate([c, z], -1)[:, None], seq_len, 1), words], -1)
+    x = x * mask[..., None]
+    x = np.concatenate([x, np.zeros((b, max(ks - seq_len, 0), x.shape[-1]), "float32")], 1)
+    num_tails = x.shape[1] - ks + 1
+    windows = np.stack([x[:, t : t + ks].reshape(b, -1) for t in range(num_tails)], 1)
+    kernel = keras.ops.reshape(layer.conv.kernel, (-1, layer.conv.filters))
+    seeds = keras.ops.matmul(windows.reshape(b * num_tails, -1), kernel)
+    if layer.project is not None:
+        seeds = layer.project(seeds)
+    counts = [max(n - ks + 1, 1) for n in lengths]
+    valid = np.array([[t < n for t in range(num_tails)] for n in counts]).reshape(-1)
+    tails = layer.decoder(seeds, training=training, sample_mask=valid)
+    outs = []
+    for i, n in enumerate(counts):
+        fused = tails[i * num_tails : i * num_tails + 1]
+        for t in range(1, n):
+            row = i * num_tails + t
+            fused = layer.fusion((fused, tails[row : row + 1]))
+        outs.append(fused)
+    return keras.ops.concatenate(outs, 0)
+
+
+def _moving_stats(layer):
+    return {w.path: np.asarray(w) for w in layer.weights if "moving_" in w.path}
+
+
+def _with_grads(fn, layer, seed=9):
+    """``fn()``'s output, the gradients of a fixed random projection of it, and the BN
+    moving statistics after the call."""
+    import tensorflow as tf
+
+    with tf.GradientTape() as tape:
+        out = fn()
+        proj = np.random.default_rng(seed).normal(size=out.shape).astype("float32")
+        loss = keras.ops.sum(keras.ops.cast(out, "float32") * proj)
+    grads = tape.gradient(loss, layer.trainable_weights)
+    return np.asarray(out), [np.asarray(g) for g in grads], _moving_stats(layer)
+
+
+@pytest.mark.parametrize("training", [False, True])
+@pytest.mark.parametrize("conv_filters", [None, 6])
+def test_valid_tails_only_equal_reference(training, conv_filters):
+    inputs = _inputs(MIXED, 6, seed=7)
+    layer = _layer(gate="channel", conv_filters=conv_filters)
+    layer(inputs)
+    _randomize_stats(layer)
+    before = layer.get_weights()
+    stats_before = _moving_stats(layer)
+    out_ref, grads_ref, stats_ref = _with_grads(
+        lambda: _reference(layer, inputs, training), layer
+    )
+    layer.set_weights(before)
+    out, grads, stats = _with_grads(lambda: layer(inputs, training=training), layer)
+    np.testing.assert_allclose(out, out_ref, rtol=1e-4, atol=1e-5)
+    for w, g, g_ref in zip(layer.trainable_weights, grads, grads_ref):
+        scale = np.abs(g_ref).max()
+        assert scale > 0, w.path  # every weight is reached (the fusion too)
+        np.testing.assert_allclose(g, g_ref, atol=1e-4 * scale, err_msg=w.path)
+    for path, value in stats_ref.items():
+        np.testing.assert_allclose(stats[path], value, rtol=1e-4, atol=1e-6, err_msg=path)
+        moved = np.abs(value - stats_before[path]).max()
+        assert moved > 1e-4 if training else moved == 0, path
+
+
+@pytest.mark.parametrize("jit_compile", [False, True])
+def test_tf_function_dynamic_number_of_valid_tails(jit_compile):
+    """One trace serves two length mixes (N = 13 and 11 valid tails of 6 x 4); outputs and
+    gradients equal the reference. XLA compiles the dynamic N as a bounded dynamic shape."""
+    import tensorflow as tf
+
+    layer = _layer(output_size=8)  # 1 upsampling block: XLA compiles in seconds
+    layer(_inputs([6], 6))
+    spec = [tf.TensorSpec([None, CD]), tf.TensorSpec([None, ZD]),
+            tf.TensorSpec([None, 6, WD]), tf.TensorSpec([None, 6], tf.bool)]
+
+    @tf.function(input_signature=spec, jit_compile=jit_compile)
+    def step(c, z, words, mask):
+        with tf.GradientTape() as tape:
+            out = layer((c, z, words, mask), training=True)
+            loss = tf.reduce_sum(out**2)
+        return out, tape.gradient(loss, layer.trainable_weights)
+
+    for lengths, seed in ((MIXED, 1), ([1, 2, 6, 5, 1, 1], 2)):
+        inputs = _inputs(lengths, 6, seed=seed)
+        out, grads = step(*inputs)
+        with tf.GradientTape() as tape:
+            ref = _reference(layer, inputs, True)
+            loss = tf.reduce_sum(ref**2)
+        grads_ref = tape.gradient(loss, layer.trainable_weights)
+        np.testing.assert_allclose(np.asarray(out), np.asarray(ref), rtol=1e-4, atol=1e-5)
+        for g, g_ref in zip(grads, grads_ref):
+            np.testing.assert_allclose(np.asarray(g), np.asarray(g_ref),
+                                       atol=1e-4 * np.abs(np.asarray(g_ref)).max())
+    assert step.experimental_get_tracing_count() == 1
+
+
+def test_mixed_bfloat16_equals_reference():
+    inputs = _inputs(MIXED, 6, seed=8)
+    layer = _layer(dtype="mixed_bfloat16")
+    layer(inputs)
+    _randomize_stats(layer)
+    for training in (False, True):
+        before = layer.get_weights()
+        ref = np.asarray(keras.ops.cast(_reference(layer, inputs, training), "float32"))
+        layer.set_weights(before)
+        out = layer(inputs, training=training)
+        assert out.dtype == "bfloat16"
+        out = np.asarray(keras.ops.cast(out, "float32"))
+        # bfloat16 keeps 8 bits of mantissa: the two paths round differently (V's windowed
+        # matmul, BN's summation order), relative differences up to a few 1e-2.
+        np.testing.assert_allclose(out, ref, atol=5e-2 * np.abs(ref).max())
+        assert np.abs(out - ref).mean() < 1e-2 * np.abs(ref).mean()
+
+
+MIRRORED = r"""
+import sys
+import numpy as np
+from msmt_tf.training import distribute
+distribute.split_cpu(2)
+import tensorflow as tf
+sys.path.insert(0, sys.argv[1])
+from test_mtwig import _inputs, _layer, _moving_stats, _reference
+
+strategy = distribute.make_strategy("mirrored")
+with strategy.scope():
+    layer = _layer()
+    layer(_inputs([6], 6))
+replica_inputs = [_inputs([6, 2, 4], 6, seed=1), _inputs([1, 1, 3], 6, seed=2)]  # N = 7, 3
+single = _layer()
+single(_inputs([6], 6))
+init = layer.get_weights()
+refs, stats = [], []
+for inputs in replica_inputs:
+    single.set_weights(init)
+    refs.append(np.asarray(_reference(single, inputs, True)))
+    stats.append(_moving_stats(single))
+values = strategy.experimental_distribute_values_from_function(
+    lambda ctx: replica_inputs[ctx.replica_id_in_sync_group])
+
+@tf.function
+def step(inputs):
+    return strategy.run(lambda x: layer(x, training=True), args=(inputs,))
+
+outs = strategy.experimental_local_results(step(values))
+assert len(outs) == 2
+for out, ref in zip(outs, refs):
+    np.testing.assert_allclose(np.asarray(out), ref, rtol=1e-4, atol=1e-5)
+got = {w.path: np.asarray(w) for w in layer.weights if "moving_" in w.path}
+for path, value in got.items():
+    single_path = path.replace(layer.name, single.name, 1)
+    expected = (stats[0][single_path] + stats[1][single_path]) / 2
+    np.testing.assert_allclose(value, expected, rtol=1e-4, atol=1e-6, err_msg=path)
+print("replicas", len(outs), "moving", len(got))
+"""
+
+
+def test_mirrored_strategy_per_replica_valid_tails():
+    """2 logical CPUs with different numbers of valid tails per replica (7 and 3): each
+    replica's output equals the reference on its half, and the BN moving statistics are the
+    mean of the two replicas' updates (per-replica statistics, ``aggregation="mean"``)."""
+    import os
+    import subprocess
+    import sys
+
+    here = os.path.dirname(os.path.abspath(__file__))
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+    proc = subprocess.run([sys.executable, "-c", MIRRORED, here], env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "replicas 2 moving 6" in proc.stdout  # 3 BNs (decoder + 2 UpBlocks)
