@@ -6,7 +6,14 @@
 Synthetic batches of the configured shapes; random encoder weights (timing only). Prints one
 figure per line: the median seconds per step after warm-up, the share of the DAMSM image
 encoder (forward + backward of the generated images through it, measured alone), and the peak
-resident memory.
+resident memory; then the step's FLOPs (``step_gflop``: 2 per multiply-add of its live conv,
+matmul and einsum ops, forward and backward, counted on the traced graph by
+benchmarks/flops.py, data-dependent shapes such as MSMT-GAN's valid tails taken from one more
+partial run; ``step_gflop_tf_cost_model``: TensorFlow's profiler count of the same graph, a
+cross-check that also counts dead and elementwise ops but misses einsums), ``achieved_gflops``
+= step_gflop / step_seconds_median, and with ``--peak_gflops=P`` (this machine's
+``peak_gflops_<dtype>`` of benchmarks/conv_peak.py, the dtype the precision computes in)
+``fraction_of_peak`` = achieved_gflops / P.
 """
 
 import os
@@ -20,6 +27,7 @@ from absl import flags
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from benchmarks import caption_lengths, flops  # noqa: E402
 from msmt_tf.cli import common, entry, onednn  # noqa: E402
 
 common.define_all_flags()
@@ -27,13 +35,19 @@ flags.DEFINE_integer("warmup", 2, "Untimed steps (tracing).", lower_bound=0)
 flags.DEFINE_integer("repeats", 5, "Timed steps.", lower_bound=1)
 flags.DEFINE_integer("vocab_size", 5450, "Vocabulary size of the random text encoder.",
                      lower_bound=2)
+flags.DEFINE_enum("caption_lengths", "random", caption_lengths.KINDS,
+                  "Caption lengths of the synthetic batch (MTWIG decodes one tail per n-gram): "
+                  "random = uniform 4..words_num, cub = CUB-200-like, shapes = the shapes "
+                  "dataset's (--shapes_*), full = all words_num (benchmarks/caption_lengths.py).")
+flags.DEFINE_float("peak_gflops", None, "This machine's peak GFLOP/s (peak_gflops_<dtype> of "
+                   "benchmarks/conv_peak.py): prints fraction_of_peak.", lower_bound=1e-9)
 FLAGS = flags.FLAGS
 
 
 def synthetic_batch(configs, batch):
     rng = np.random.default_rng(0)
     words_num = configs.data.words_num
-    lengths = rng.integers(4, words_num + 1, size=batch)
+    lengths = caption_lengths.draw(FLAGS.caption_lengths, configs.data, batch, rng)
     caps = rng.integers(1, FLAGS.vocab_size, size=(batch, words_num)).astype("int32")
     caps[np.arange(words_num)[None] >= lengths[:, None]] = 0
     images = tuple(rng.uniform(-1, 1, size=(batch, s, s, 3)).astype("float32")
@@ -44,16 +58,19 @@ def synthetic_batch(configs, batch):
             "wrong_caption_len": np.roll(lengths, 1).astype("int32")}
 
 
-def main(argv):
-    del argv
-    import tensorflow as tf  # after entry.run (oneDNN on, TensorFlow's C++ log lines hidden)
+def build_step(configs):
+    """`(tf.function of the GANStep, DAMSM image encoder)` of `configs`, random encoder weights.
+
+    Sets the precision policy first. Shared with benchmarks/memory.py (the same step).
+    """
+    import tensorflow as tf
 
     from msmt_tf.models import damsm
     from msmt_tf.training import ema as ema_lib, precision
     from msmt_tf.training.gan_step import GANStep
     from msmt_tf.training.gan_trainer import build_networks, make_optimizer
 
-    configs = common.configs_from_flags()
+    configs.train = precision.resolve_train_config(configs.train)  # --precision=auto: logged
     cfg, mcfg = configs.train, configs.model
     precision.set_precision(cfg.precision)
     text = damsm.build_text_encoder(mcfg, FLAGS.vocab_size)
@@ -64,7 +81,16 @@ def main(argv):
     step = GANStep(gen, ds, text, image, g_opt, d_opts,
                    ema_lib.ExponentialMovingAverage(gen, ema_gen, cfg.ema_decay),
                    tf.random.Generator.from_seed(0), cfg, mcfg.z_dim)
-    fn = tf.function(step, jit_compile=cfg.jit_compile or None)
+    return tf.function(step, jit_compile=cfg.jit_compile or None), image
+
+
+def main(argv):
+    del argv
+    import tensorflow as tf  # after entry.run (oneDNN on, TensorFlow's C++ log lines hidden)
+
+    configs = common.configs_from_flags()
+    fn, image = build_step(configs)  # resolves --precision=auto in configs.train
+    cfg, mcfg = configs.train, configs.model
     batch = synthetic_batch(configs, cfg.batch_size)
     times = []
     for i in range(FLAGS.warmup + FLAGS.repeats):
@@ -99,6 +125,27 @@ def main(argv):
     print(f"step_seconds_median {median:.3f}")
     print(f"damsm_image_encoder_share {share:.2f}")
     print(f"peak_rss_gb {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6:.2f}")
+    print_flops(fn, batch, median)
+
+
+def print_flops(fn, batch, seconds):
+    """The FLOP lines of the module docstring for the step ``fn`` traced for ``batch`` (shapes
+    that depend on the data, e.g. MSMT-GAN's valid tails, taken from one more partial run)."""
+    flops.fill_runtime_shapes(fn, batch)
+    graph = flops.function_graph(fn, batch)
+    count, tf_model = flops.graph_flops(graph), flops.tf_cost_model_flops(graph)
+    if count.unknown or count.loops:
+        print(f"FLOPs: {len(count.unknown)} matrix ops without static shapes not counted, "
+              f"{count.loops} while-loop bodies counted once", file=sys.stderr)
+    print(f"step_gflop {count.total / 1e9:.5g}")
+    print(f"step_gflop_forward {count.forward / 1e9:.5g}")
+    print(f"step_gflop_backward {count.backward / 1e9:.5g}")
+    print(f"step_gflop_tf_cost_model {tf_model.total / 1e9:.5g}")
+    print(f"step_gflop_tf_cost_model_matrix {tf_model.matrix / 1e9:.5g}")
+    achieved = count.total / 1e9 / seconds
+    print(f"achieved_gflops {achieved:.5g}")
+    if FLAGS.peak_gflops:
+        print(f"fraction_of_peak {achieved / FLAGS.peak_gflops:.3f}")
 
 
 if __name__ == "__main__":

@@ -183,8 +183,9 @@ def _train(d, pretrained):
     """README: python -m msmt_tf.train (the quickstart), with the pretrained encoders."""
     dirs, flags, proc = pretrained
     _ok(proc)
+    # --precision pinned: the default (auto) follows the machine (tests/training/test_precision_auto.py).
     return dirs["run_dir"], _run("-m", "msmt_tf.train", *flags, *TINY_EVAL,
-                                 "--metrics=r_precision,attributes")
+                                 "--metrics=r_precision,attributes", "--precision=float32")
 
 
 def _trained(trained):
@@ -261,13 +262,37 @@ def _forward(d):
 def _train_step(d):
     """README: PYTHONPATH=. python benchmarks/train_step.py --batch_size=10 --lambda3=0."""
     return _run("benchmarks/train_step.py", "--warmup=1", "--repeats=1", "--vocab_size=20",
-                "--lambda3=0", *TINY_DATA[-2:], *TINY_MODEL, "--batch_size=2")
+                "--lambda3=0", *TINY_DATA[-2:], *TINY_MODEL, "--batch_size=2",
+                "--peak_gflops=50", "--precision=float32",  # pinned: auto follows the machine
+                "--caption_lengths=shapes")
+
+
+def _profile_step(d):
+    """docs/performance.md: PYTHONPATH=. python benchmarks/profile_step.py --preset=... (tiny)."""
+    return d / "trace", _run(
+        "benchmarks/profile_step.py", "--warmup=1", "--repeats=1", "--vocab_size=20",
+        "--lambda3=0", *TINY_DATA[-2:], *TINY_MODEL, "--batch_size=2", "--precision=float32",
+        "--top=1000", f"--trace_dir={d / 'trace'}")
+
+
+def _memory(d):
+    """docs: python benchmarks/memory.py (two batches of the quickstart at the tiniest size)."""
+    return d / "memory.json", _run(
+        "benchmarks/memory.py", "--presets=none", "--stage_counts=1", "--batches=1,2",
+        "--precisions=float32", "--vocab_size=20", "--lambda3=0", TINY_DATA[-1], *TINY_MODEL,
+        f"--json_out={d / 'memory.json'}")
 
 
 def _inception_throughput(d):
     """README: python benchmarks/inception_throughput.py (the default variant, oneDNN on)."""
     return _run("benchmarks/inception_throughput.py", "--batch_size=1", "--batches=1",
                 "--image_size=64", "--variants=merged", "--onednn=on")
+
+
+def _conv_peak(d):
+    """python benchmarks/conv_peak.py (two tiny convolutions, both dtypes)."""
+    return _run("benchmarks/conv_peak.py", "--shapes=1x8x8x8x8,2x4x6x3x5", "--warmup=1",
+                "--repeats=1")
 
 
 # In start order: the chain pretrain -> train -> (evaluate, probe, fid) first (the longest).
@@ -278,9 +303,12 @@ JOBS = {
     "probe": (_probe, ("train",)),
     "fid_save_stats": (_fid_save_stats, ("train",)),
     "train_step": (_train_step, ()),
+    "profile_step": (_profile_step, ()),
+    "memory": (_memory, ()),
     "forward": (_forward, ()),
     "data_pipeline": (_data_pipeline, ()),
     "inception_throughput": (_inception_throughput, ()),
+    "conv_peak": (_conv_peak, ()),
     "prepare_coco": (_prepare_coco, ()),
     "prepare_cub": (_prepare_cub, ()),
     "prepare_folder": (_prepare_folder, ()),
@@ -294,9 +322,12 @@ TESTS = {
     "test_conditioning_probe": ["pretrain", "train", "probe"],
     "test_fid_folder_save_stats": ["pretrain", "train", "fid_save_stats"],
     "test_train_step_benchmark": ["train_step"],
+    "test_profile_step_benchmark": ["profile_step"],
+    "test_memory_benchmark": ["memory"],
     "test_forward_benchmark": ["forward"],
     "test_data_pipeline_benchmark": ["data_pipeline"],
     "test_inception_throughput_benchmark": ["inception_throughput"],
+    "test_conv_peak_benchmark": ["conv_peak"],
     "test_prepare_data_coco_tfrecord": ["prepare_coco"],
     "test_prepare_data_cub_through_tools": ["prepare_cub"],
     "test_prepare_data_folder": ["prepare_folder"],
@@ -400,6 +431,53 @@ def test_train_step_benchmark(jobs):
     _positive(out["step_seconds_median"])
     assert 0 < float(out["damsm_image_encoder_share"]) <= 1
     _positive(out["peak_rss_gb"])
+    gflop = _positive(out["step_gflop"])  # benchmarks/flops.py; tests/test_flops.py
+    parts = _positive(out["step_gflop_forward"]) + _positive(out["step_gflop_backward"])
+    assert math.isclose(parts, gflop, rel_tol=1e-3)
+    assert _positive(out["step_gflop_tf_cost_model"]) >= _positive(
+        out["step_gflop_tf_cost_model_matrix"])
+    achieved = _positive(out["achieved_gflops"])  # = step_gflop / the median, printed +-0.0005
+    seconds = _positive(out["step_seconds_median"])
+    assert gflop / (seconds + 6e-4) <= achieved <= gflop / max(seconds - 6e-4, 1e-9)
+    assert math.isclose(_positive(out["fraction_of_peak"]), achieved / 50, abs_tol=6e-4)
+
+
+def test_profile_step_benchmark(jobs):
+    trace, proc = jobs.result("profile_step")
+    lines = _ok(proc).splitlines()
+    out = _fields("\n".join(lines[:3]), sep=" ")
+    _positive(out["step_seconds_profiled"])
+    op_ms = 1000 * _positive(out["op_seconds"])
+    tables = {}  # title -> [(ms, share, other columns..., name)] (--top=1000: every row)
+    for line in lines[3:]:
+        if not line.startswith(" ") and " (top " in line:  # a title; rows are right-aligned
+            rows = tables.setdefault(line.split(" (top ")[0], [])
+        elif line.strip() and not line.lstrip().startswith(("ms/step", "trace written to")):
+            rows.append(line.split(None, 5 if "(depth" in list(tables)[-1] else 3))
+    assert list(tables) == ["op types", "name scopes (depth 3)", "nodes"], list(tables)
+    for rows in tables.values():  # each table splits the same op time
+        assert math.isclose(sum(float(r[0]) for r in rows), op_ms, abs_tol=0.05 * len(rows) + 0.5)
+        assert math.isclose(sum(float(r[1].rstrip("%")) for r in rows), 100, abs_tol=0.05 * len(rows) + 0.1)
+    assert any("Conv2DBackpropFilter" in r[-1] and r[-1].endswith(" float32")
+               for r in tables["op types"])  # the traced dtype found for a runtime op
+    assert sum(float(r[3]) for r in tables["name scopes (depth 3)"]) > 0  # backward ms
+    assert list(trace.rglob("*.xplane.pb"))  # --trace_dir keeps the trace
+
+
+def test_memory_benchmark(jobs):
+    path, proc = jobs.result("memory")
+    out = _ok(proc)
+    table = json.loads(path.read_text())
+    rows, (fit,) = table["rows"], table["fits"]
+    assert [(r["batch"], "error" in r) for r in rows] == [(1, False), (2, False)], rows
+    for r in rows:  # the step's peak includes the state alive across steps
+        assert _positive(r["peak_gib"]) >= _positive(r["state_gib"])
+    # Two batches: the least-squares line passes through both points.
+    for r in rows:
+        assert math.isclose(fit["fixed_gib"] + fit["per_example_gib"] * r["batch"],
+                            r["peak_gib"], rel_tol=1e-9)
+    assert set(fit["max_batch"]) == {"16", "32"}
+    assert f"fixed_gib {fit['fixed_gib']:.3f}" in out
 
 
 def test_forward_benchmark(jobs):
@@ -431,6 +509,22 @@ def test_inception_throughput_benchmark(jobs):
     rate, _, warm, diff = map(float, found.groups())
     assert rate > 0 and warm > 0
     assert diff < 1e-4  # parity with the TorchScript features
+
+
+def test_conv_peak_benchmark(jobs):
+    out = _ok(jobs.result("conv_peak")).strip().splitlines()
+    line = r"conv3x3 \[(\d+),(\d+),(\d+),(\d+)\]->(\d+) (\w+): (\S+) GFLOP/s \((\S+) GFLOP in"
+    rows = [re.match(line, x) for x in out[:4]]
+    assert all(rows) and len(out) == 6, out
+    best = {}
+    for row in rows:
+        b, h, w, c_in, c_out = map(int, row.groups()[:5])
+        rate, gflop = _positive(row.group(7)), float(row.group(8))
+        assert math.isclose(gflop, 2 * b * h * w * c_out * 9 * c_in / 1e9, rel_tol=1e-3)
+        best[row.group(6)] = max(best.get(row.group(6), 0), rate)
+    assert [row.group(6) for row in rows] == ["float32"] * 2 + ["bfloat16"] * 2
+    assert _fields("\n".join(out[4:]), sep=" ") == {
+        f"peak_gflops_{k}": f"{v:.4g}" for k, v in best.items()}
 
 
 # --------------------------------------------------------------------------- data, summary
