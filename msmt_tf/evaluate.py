@@ -118,7 +118,7 @@ def evaluate_run(eval_cfg, run_dir=None, progress=True):
 
 def _summary(result):
     keys = ("fid", "kid_mean", "r_precision_mean", "r_precision_std", "is_mean",
-            "attribute_accuracy")
+            "attribute_accuracy", "binding_accuracy")
     return ", ".join(f"{k} {result[k]:.4f}" for k in keys if k in result)
 
 

@@ -93,7 +93,7 @@ def test_defaults_are_the_quickstart():
             built["data"].mismatch_pairing) == (1.0, "on", "other_class")
 
 
-DATA_ONLY = ("cub.flags", "coco.flags", "shapes.flags", "folder.flags")
+DATA_ONLY = ("cub.flags", "coco.flags", "shapes.flags", "shapes_binding.flags", "folder.flags")
 PRESETS = [f for f in FLAGFILES if os.path.basename(f) not in DATA_ONLY + ("paper_common.flags",)]
 
 

@@ -24,6 +24,22 @@ def centre_layout_problem(layout, max_objects):
     return None
 
 
+def binding_problem(binding, layout, max_objects, shapes, colours):
+    """The message for a ``--shapes_binding`` set that cannot be drawn as configured, or None
+    (checked by the config and again by ``shapes.generate`` for direct callers)."""
+    if not binding:
+        return None
+    if layout != "grid" or max_objects != 2:
+        return (f"--shapes_binding draws exactly two objects in distinct grid cells, but "
+                f"--shapes_layout={layout} --shapes_max_objects={max_objects}: use "
+                "--shapes_layout=grid --shapes_max_objects=2 (flags/shapes_binding.flags).")
+    if len(set(shapes)) < 2 or len(set(colours)) < 2:
+        return (f"--shapes_binding gives the two objects different shapes and colours, but "
+                f"--shapes_names={','.join(shapes)} --shapes_colours={','.join(colours)}: "
+                "give at least two of each.")
+    return None
+
+
 def _words(text):
     """``"a, B,c"`` -> ``("a", "b", "c")``."""
     return tuple(w.strip().lower() for w in text.split(",") if w.strip())
@@ -73,6 +89,12 @@ class DataConfig(configlib.ConfigBase):
         "centre", "Placement of the shapes objects: centre (the one object in the centre cell: "
         "the quickstart) or grid (distinct random cells of a 3 x 3 grid: flags/shapes.flags).",
         choices=("centre", "grid"))
+    shapes_binding: bool = configlib.option(
+        False, "Word-level binding set: every image has exactly two objects of different "
+        "shapes and different colours in distinct grid cells, and every caption names both, "
+        "each colour bound to its shape, and their spatial relation (\"a red circle to the "
+        "left of a blue square\"); needs --shapes_layout=grid --shapes_max_objects=2 "
+        "(flags/shapes_binding.flags; docs/shapes_binding.md).")
     shapes_names: str = configlib.option(
         "circle,square,triangle",
         "Comma-separated shapes the synthetic objects are drawn from, out of circle, square, "
@@ -118,7 +140,10 @@ class DataConfig(configlib.ConfigBase):
 
     def validate(self):
         super().validate()
-        problem = centre_layout_problem(self.shapes_layout, self.shapes_max_objects)
+        problem = (centre_layout_problem(self.shapes_layout, self.shapes_max_objects)
+                   or binding_problem(self.shapes_binding, self.shapes_layout,
+                                      self.shapes_max_objects, self.shapes_name_list,
+                                      self.shapes_colour_list))
         if self.dataset == "shapes" and problem:
             raise configlib.ConfigError(problem)
         if (self.mismatch_swap > 0 and self.mismatch_words.strip() != "auto"

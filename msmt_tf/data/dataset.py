@@ -93,7 +93,8 @@ def ensure_dataset(cfg):
             num_test=cfg.shapes_num_test, size=cfg.shapes_size,
             captions_per_image=cfg.captions_per_image, max_objects=cfg.shapes_max_objects,
             textured=cfg.shapes_textured, layout=cfg.shapes_layout,
-            shapes=cfg.shapes_name_list, colours=cfg.shapes_colour_list)
+            shapes=cfg.shapes_name_list, colours=cfg.shapes_colour_list,
+            binding=cfg.shapes_binding)
         return data_dir
     root = layout_root(cfg)
     hint = _layout_hint(cfg, root)

@@ -13,6 +13,12 @@ colour_index``. Ten captions per image come from templates that name the attribu
 different orders, give grid positions and spatial relations, e.g. "a small red circle above
 a large blue square" or "a square that is blue and large in the top left".
 
+``binding=True`` (``--shapes_binding``, ``flags/shapes_binding.flags``) is the word-level
+binding set (``docs/shapes_binding.md``): exactly two objects of different shapes and
+different colours in distinct grid cells, and every caption names both objects, each colour
+bound to its shape, and their spatial relation ("a red circle to the left of a blue square",
+"the blue square is below a circle that is red and small").
+
 Written in the AttnGAN layout (``images/<key>.png``, ``text/<key>.txt``, pickles,
 ``class_info``) plus ``attributes/<split>.jsonl`` (one JSON object per line, in file-list
 order: ``{"key", "class_id", "background", "objects": [{"shape", "colour", "size", "row",
@@ -34,7 +40,7 @@ import numpy as np
 from PIL import Image
 
 from msmt_tf.data import attngan_format as fmt
-from msmt_tf.data.config import centre_layout_problem
+from msmt_tf.data.config import binding_problem, centre_layout_problem
 from msmt_tf.data.errors import DataError
 
 logger = logging.getLogger(__name__)
@@ -129,19 +135,28 @@ def _background(rng, name, n):
 _COUNT_PROBS = {1: [1.0], 2: [0.5, 0.5], 3: [0.35, 0.35, 0.3]}
 
 
-def _sample_objects(rng, size, max_objects=3, layout="grid", shapes=SHAPES, colours=COLOURS):
-    p = _COUNT_PROBS[max_objects]
-    count = int(rng.choice(np.arange(1, max_objects + 1), p=p))
+def _sample_objects(rng, size, max_objects=3, layout="grid", shapes=SHAPES, colours=COLOURS,
+                    binding=False):
+    if binding:  # exactly two objects, of different shapes and different colours
+        count = 2
+        picked = (rng.choice(len(shapes), 2, replace=False),
+                  rng.choice(len(colours), 2, replace=False))
+    else:
+        p = _COUNT_PROBS[max_objects]
+        count = int(rng.choice(np.arange(1, max_objects + 1), p=p))
     cells = rng.choice(9, size=count, replace=False)
     if layout == "centre":  # after the draw, so the "grid" stream of draws is unchanged
         cells = [4]
     cell = size / 3.0
     scale = _CENTRE_SCALE if layout == "centre" else 1.0
     objects = []
-    for c in cells:
+    for k, c in enumerate(cells):
         row, col = int(c) // 3, int(c) % 3
-        shape = shapes[rng.integers(len(shapes))]
-        colour = colours[rng.integers(len(colours))]
+        if binding:
+            shape, colour = shapes[int(picked[0][k])], colours[int(picked[1][k])]
+        else:
+            shape = shapes[rng.integers(len(shapes))]
+            colour = colours[rng.integers(len(colours))]
         size_name = SIZES[rng.integers(len(SIZES))]
         jx, jy = rng.uniform(-0.08, 0.08, size=2) * cell
         objects.append({
@@ -206,7 +221,28 @@ def relation(a, b):
     return options
 
 
-def _caption(rng, objects, background):
+def _relation_caption(rng, a, b, kind):
+    """``a`` related to ``b``: "a red circle above a blue square" (``kind="relation"``) or "the
+    red circle is above a blue square" (``"is_relation"``); the relation is drawn from those
+    that hold."""
+    rels = relation(a, b)
+    rel = rels[int(rng.integers(len(rels)))]
+    if kind == "is_relation":
+        return f"the {a['colour']} {a['shape']} is {rel} {_np(rng, b)}"
+    return f"{_np(rng, a)} {rel} {_np(rng, b)}"
+
+
+def _binding_caption(rng, objects):
+    """A caption of the binding set: both objects (in a random order), each named with its
+    colour and shape, and a relation between them; at most 18 words (7 + 4 + 7)."""
+    a, b = objects if rng.random() < 0.5 else objects[::-1]
+    kind = "relation" if rng.random() < 0.5 else "is_relation"
+    return _relation_caption(rng, a, b, kind)
+
+
+def _caption(rng, objects, background, binding=False):
+    if binding:
+        return _binding_caption(rng, objects)
     main = objects[0]
     bg = f"{background} background"
     kinds = ["plain", "bg", "position", "list", "the_is", "image_with", "bg_with"]
@@ -234,28 +270,24 @@ def _caption(rng, objects, background):
     b = objects[int(rng.integers(len(objects)))]
     while b is a:
         b = objects[int(rng.integers(len(objects)))]
-    rels = relation(a, b)
-    rel = rels[int(rng.integers(len(rels)))]
-    sep = " is " if kind == "is_relation" else " "
-    if kind == "is_relation":
-        return f"the {a['colour']} {a['shape']}{sep}{rel} {_np(rng, b)}"
-    return f"{_np(rng, a)}{sep}{rel} {_np(rng, b)}"
+    return _relation_caption(rng, a, b, kind)
 
 
 def make_example(seed, split, index, size, captions_per_image=10, max_objects=3, textured=0.4,
-                 layout="grid", shapes=SHAPES, colours=COLOURS):
+                 layout="grid", shapes=SHAPES, colours=COLOURS, binding=False):
     """Draws image ``index`` of ``split``; returns (uint8 image, captions, attribute record).
 
     ``shapes`` / ``colours``: the names objects are drawn from (subsets of ``SHAPES`` /
-    ``COLOURS``; class ids stay those of the full lists)."""
+    ``COLOURS``; class ids stay those of the full lists). ``binding``: the binding set (module
+    docstring; needs ``max_objects=2``, ``layout="grid"``)."""
     rng = np.random.default_rng([seed, _SPLIT_IDS[split], index])
     if rng.random() >= textured:
         background = PLAIN_BACKGROUNDS[int(rng.integers(len(PLAIN_BACKGROUNDS)))]
     else:
         background = TEXTURED_BACKGROUNDS[int(rng.integers(len(TEXTURED_BACKGROUNDS)))]
-    objects = _sample_objects(rng, size, max_objects, layout, shapes, colours)
+    objects = _sample_objects(rng, size, max_objects, layout, shapes, colours, binding)
     image = render(rng, size, background, objects)
-    captions = [_caption(rng, objects, background) for _ in range(captions_per_image)]
+    captions = [_caption(rng, objects, background, binding) for _ in range(captions_per_image)]
     key = f"{split}_{index:06d}"
     record = {"key": key, "class_id": class_id(objects[0]["shape"], objects[0]["colour"]),
               "background": background, "objects": objects}
@@ -263,11 +295,12 @@ def make_example(seed, split, index, size, captions_per_image=10, max_objects=3,
 
 
 def _write_chunk(args):
-    out_dir, seed, split, start, stop, size, cpi, max_objects, textured, layout, names = args
+    (out_dir, seed, split, start, stop, size, cpi, max_objects, textured, layout, names,
+     binding) = args
     records = []
     for i in range(start, stop):
         image, captions, record = make_example(seed, split, i, size, cpi, max_objects, textured,
-                                               layout, *names)
+                                               layout, *names, binding=binding)
         buf = io.BytesIO()
         Image.fromarray(image).save(buf, format="PNG", compress_level=1)
         with open(os.path.join(out_dir, "images", record["key"] + ".png"), "wb") as f:
@@ -279,11 +312,18 @@ def _write_chunk(args):
 
 
 def _params(seed, num_train, num_test, size, captions_per_image, max_objects, textured, layout,
-            shapes, colours):
+            shapes, colours, binding=False):
     return {"format_version": FORMAT_VERSION, "seed": seed, "num_train": num_train,
             "num_test": num_test, "size": size, "captions_per_image": captions_per_image,
             "max_objects": max_objects, "textured": textured, "layout": layout,
-            "shapes": list(shapes), "colours": list(colours)}
+            "shapes": list(shapes), "colours": list(colours), "binding": bool(binding)}
+
+
+def _meta_file_params(params):
+    """What ``meta.json`` stores: ``binding`` only when set, so that the other sets' files
+    (and the caches keyed by them: the attribute classifier, the FID statistics) stay as they
+    were before the option."""
+    return {k: v for k, v in params.items() if k != "binding" or v}
 
 
 def check_names(shapes, colours):
@@ -300,7 +340,7 @@ def check_names(shapes, colours):
 
 def generate(out_dir, seed, num_train, num_test, size, captions_per_image=10, processes=None,
              chunk_size=250, max_objects=3, textured=0.4, layout="grid", shapes=SHAPES,
-             colours=COLOURS):
+             colours=COLOURS, binding=False):
     """Writes the shapes dataset into ``out_dir`` (created); returns the meta dict.
 
     ``processes``: worker processes (default: the number of CPUs, at most 8; 1 = in-process);
@@ -314,7 +354,8 @@ def generate(out_dir, seed, num_train, num_test, size, captions_per_image=10, pr
         raise DataError(f"--shapes_textured={textured}: must be a probability in [0, 1].")
     if layout not in LAYOUTS:
         raise DataError(f"--shapes_layout={layout!r}: must be one of {', '.join(LAYOUTS)}.")
-    problem = centre_layout_problem(layout, max_objects) or check_names(shapes, colours)
+    problem = (centre_layout_problem(layout, max_objects) or check_names(shapes, colours)
+               or binding_problem(binding, layout, max_objects, shapes, colours))
     if problem:
         raise DataError(problem)
     names = (tuple(shapes), tuple(colours))
@@ -326,7 +367,8 @@ def generate(out_dir, seed, num_train, num_test, size, captions_per_image=10, pr
     tasks = {}
     for split, n in (("train", num_train), ("test", num_test)):
         tasks[split] = [(out_dir, seed, split, s, min(n, s + chunk), size, captions_per_image,
-                         max_objects, textured, layout, names) for s in range(0, n, chunk)]
+                         max_objects, textured, layout, names, bool(binding))
+                        for s in range(0, n, chunk)]
     records = {"train": [], "test": []}
     if processes == 1:
         for split in records:
@@ -348,23 +390,23 @@ def generate(out_dir, seed, num_train, num_test, size, captions_per_image=10, pr
                 f.write(json.dumps(r, sort_keys=True) + "\n")
     fmt.build_captions_pickle(out_dir, captions_per_image)
     meta = _params(seed, num_train, num_test, size, captions_per_image, max_objects, textured,
-                   layout, shapes, colours)
+                   layout, shapes, colours, binding)
     with open(os.path.join(out_dir, "meta.json"), "w") as f:
-        json.dump(meta, f, indent=1, sort_keys=True)
+        json.dump(_meta_file_params(meta), f, indent=1, sort_keys=True)
     return meta
 
 
 def ensure_generated(data_dir, seed, num_train, num_test, size, captions_per_image=10,
                      processes=None, max_objects=3, textured=0.4, layout="grid", shapes=SHAPES,
-                     colours=COLOURS):
+                     colours=COLOURS, binding=False):
     """Generates the dataset on first use; checks the parameters of an existing one."""
     meta_file = os.path.join(data_dir, "meta.json")
     want = _params(seed, num_train, num_test, size, captions_per_image, max_objects, textured,
-                   layout, shapes, colours)
+                   layout, shapes, colours, binding)
     if os.path.isfile(meta_file):
         with open(meta_file) as f:  # defaults of data written before these options
             have = {"layout": "grid", "shapes": list(SHAPES), "colours": list(COLOURS),
-                    **json.load(f)}
+                    "binding": False, **json.load(f)}
         if have != want:
             diff = ", ".join(f"{k}: {have.get(k)} (requested {want[k]})"
                              for k in want if have.get(k) != want[k])
@@ -372,7 +414,7 @@ def ensure_generated(data_dir, seed, num_train, num_test, size, captions_per_ima
                 f"{meta_file}: the shapes data there was generated with other parameters ({diff}); "
                 "pass matching --shapes_seed/--shapes_num_train/--shapes_num_test/--shapes_size/"
                 "--shapes_max_objects/--shapes_textured/--shapes_layout/--shapes_names/"
-                "--shapes_colours/--captions_per_image, another --data_dir, "
+                "--shapes_colours/--shapes_binding/--captions_per_image, another --data_dir, "
                 "or delete the directory.")
         return have
     if os.path.isdir(data_dir) and os.listdir(data_dir):
@@ -382,11 +424,12 @@ def ensure_generated(data_dir, seed, num_train, num_test, size, captions_per_ima
     tmp = f"{data_dir.rstrip(os.sep)}.tmp-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     logger.info("Generating the shapes dataset in %s (%d train + %d test, %d px, seed %d, "
-                "1-%d objects, %s layout, %.0f%% textured backgrounds).", data_dir, num_train,
-                num_test, size, seed, max_objects, layout, 100 * textured)
+                "%s objects, %s layout, %.0f%% textured backgrounds).", data_dir, num_train,
+                num_test, size, seed, "2 binding" if binding else f"1-{max_objects}", layout,
+                100 * textured)
     meta = generate(tmp, seed, num_train, num_test, size, captions_per_image, processes,
                     max_objects=max_objects, textured=textured, layout=layout, shapes=shapes,
-                    colours=colours)
+                    colours=colours, binding=binding)
     if os.path.isdir(data_dir):
         os.rmdir(data_dir)
     os.makedirs(os.path.dirname(os.path.abspath(data_dir)), exist_ok=True)

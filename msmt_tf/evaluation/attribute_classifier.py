@@ -7,7 +7,9 @@ answers it for every cell at once; ``parse_caption`` reads which attributes a ca
 positions, relations, the object count and the background only sometimes); ``score_caption``
 checks those statements against the classifier's reading of an image. The attribute accuracy
 is ``found / stated`` over all statements of all evaluated (image, caption) pairs
-(``docs/metrics.md``, "Attribute accuracy").
+(``docs/metrics.md``, "Attribute accuracy"). On the binding set (``--shapes_binding``)
+``score_binding`` also scores each image as a whole: both named objects present, each colour on
+its own shape (binding), the stated relation between them (``docs/shapes_binding.md``).
 
 The classifier is trained once per dataset on real train images (``load_or_train``) and cached
 under ``<data_dir>/attribute_classifier/`` keyed by the SHA-1 of the data's ``meta.json`` (and
@@ -438,6 +440,19 @@ class AttributeClassifier:
             "per_attribute": {k: f / s for k, (f, s) in sorted(totals.items()) if s},
         }
 
+    def binding_scores(self, images, captions, batch_size=256):
+        """The binding-set scores (``score_binding``) of ``images`` against their captions.
+
+        Returns ``binding_summary`` (each of ``BINDING_METRICS``: the fraction of images) plus
+        ``scored`` (images with a two-object caption) and ``unscored``.
+        """
+        if len(images) != len(captions):
+            raise AttributeClassifierError(
+                f"binding_scores: {len(images)} images but {len(captions)} captions.")
+        totals = add_binding_scores({}, self.read(images, batch_size), captions)
+        return {**binding_summary(totals), "scored": totals.get("objects_present", (0, 0))[1],
+                "unscored": totals.get("unscored", 0)}
+
 
 def load_or_train(data_dir, train_images=3000, seed=0, epochs=7, min_accuracy=None,
                   test_images=None):
@@ -640,3 +655,73 @@ def score_caption(statements, reading):
     if statements.background is not None:
         add("background", reading.background == statements.background)
     return totals
+
+
+# ----------------------------------------------------------------------------- binding set
+
+# The per-image scores of the binding set (``--shapes_binding``, docs/shapes_binding.md).
+BINDING_METRICS = ("binding_accuracy", "objects_present", "relation_accuracy", "scene_accuracy",
+                   "object_count_accuracy")
+
+
+def score_binding(statements, reading):
+    """Scores a caption of the binding set against a ``Reading``; {metric: 0 or 1} or None.
+
+    The caption names two objects, each by its shape and colour, and a relation between them
+    ("a red circle to the left of a blue square"). An object is identified by its shape (the
+    two shapes of a binding image differ): the *pairs* are the ordered pairs of distinct
+    detected cells holding the first and the second named shape.
+
+    * ``objects_present``: a pair exists (both named shapes detected, in distinct cells);
+    * ``binding_accuracy``: a pair exists whose cells also have the colour the caption binds
+      to each shape (the right colours on the wrong shapes score 0);
+    * ``relation_accuracy``: a pair satisfies the stated relation (reversed: 0), whatever the
+      colours;
+    * ``scene_accuracy``: one pair has both the colours and the relation (the whole caption);
+    * ``object_count_accuracy``: exactly two objects are detected (extra objects do not lower
+      the other scores).
+
+    ``relation_accuracy`` and ``scene_accuracy`` are left out when the caption states no
+    relation; None when it does not name two objects with their colours (e.g. cut short by
+    ``words_num``).
+    """
+    m = statements.mentions
+    if len(m) != 2 or m[0].colour is None or m[1].colour is None:
+        return None
+    objects = reading.objects
+    pairs = [(p, q) for p in objects for q in objects
+             if p != q and objects[p][0] == m[0].shape and objects[q][0] == m[1].shape]
+    bound = [(p, q) for p, q in pairs
+             if objects[p][1] == m[0].colour and objects[q][1] == m[1].colour]
+    scores = {"binding_accuracy": int(bool(bound)), "objects_present": int(bool(pairs)),
+              "object_count_accuracy": int(len(objects) == 2)}
+    if statements.relations:
+        def holds(pair):
+            return all(_holds(kind, pair[i], pair[j]) for i, kind, j in statements.relations)
+
+        scores["relation_accuracy"] = int(any(holds(pq) for pq in pairs))
+        scores["scene_accuracy"] = int(any(holds(pq) for pq in bound))
+    return scores
+
+
+def add_binding_scores(totals, readings_, captions):
+    """Adds the ``score_binding`` of each (reading, caption) to ``totals`` {metric: (hits,
+    scored)}; captions it cannot score are counted in ``totals["unscored"]`` (an int)."""
+    for reading, caption in zip(readings_, captions):
+        scores = score_binding(parse_caption(caption), reading)
+        if scores is None:
+            totals["unscored"] = totals.get("unscored", 0) + 1
+            continue
+        for name, hit in scores.items():
+            h, n = totals.get(name, (0, 0))
+            totals[name] = (h + hit, n + 1)
+    return totals
+
+
+def binding_summary(totals):
+    """``add_binding_scores`` totals -> {metric: fraction of scored images (NaN if none)}."""
+    out = {}
+    for name in BINDING_METRICS:
+        h, n = totals.get(name, (0, 0))
+        out[name] = h / n if n else float("nan")
+    return out

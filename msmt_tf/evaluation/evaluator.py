@@ -22,7 +22,9 @@ be called many times. The protocol (``docs/metrics.md``, "Evaluation protocol"):
   dataset, data-directory fingerprint, split, image size, number of images, quantisation and
   Inception weights hash.
 * R-precision as DM-GAN with ``r_precision.py``; IS with the official graph only; attribute
-  accuracy on ``shapes`` with ``attribute_classifier.py``.
+  accuracy on ``shapes`` with ``attribute_classifier.py`` (plus, on ``--shapes_binding`` data,
+  the binding scores ``binding_accuracy``, ``objects_present``, ``relation_accuracy``, ...:
+  ``docs/shapes_binding.md``).
 
 What a metric needs from the split (two images for a covariance, an image per R-precision
 fold, 99 captions of other classes per image, ten images for the IS splits, the shapes
@@ -355,7 +357,8 @@ class Evaluator:
           metrics: subset of ``EvalConfig.metrics`` (default ``--metrics``).
 
         Returns a dict: ``fid``, ``kid_mean``/``kid_std``, ``r_precision_mean``/``_std`` (%),
-        ``is_mean``/``is_std``, ``attribute_accuracy`` (+ ``attribute_accuracy_per_attribute``),
+        ``is_mean``/``is_std``, ``attribute_accuracy`` (+ ``attribute_accuracy_per_attribute``;
+        on ``--shapes_binding`` data also the ``attribute_classifier.BINDING_METRICS``),
         ``skipped`` {metric: reason}, ``protocol`` (everything needed to reproduce the numbers)
         and ``seconds``.
         """
@@ -510,6 +513,7 @@ class Evaluator:
         plan = self._plan(num_images, metrics, image_idx)
         want_rp, want_is, want_attr = (m in plan.run for m in ("r_precision", "is", "attributes"))
         want_features = bool({"fid", "kid", "is"} & plan.run)
+        binding = {} if want_attr and self.data_cfg.shapes_binding else None
         classifier = self.attribute_classifier() if want_attr else None
         if want_rp:
             cand_feats, cand_classes = self.candidate_sentences()
@@ -539,7 +543,7 @@ class Evaluator:
                     code, sentence, cand_feats[negatives[done : done + b]]))
             if want_attr:
                 words_of = [[self.vocab.ixtoword.get(int(i), "") for i in row if i] for row in tok]
-                self._add_attributes(attr_totals, classifier, images, words_of)
+                self._add_attributes(attr_totals, classifier, images, words_of, binding)
             if save_dir:
                 for k in range(b):
                     key = self.split.keys[image_idx[done + k]].replace("/", "_")
@@ -585,19 +589,44 @@ class Evaluator:
                 "classifier_train_images": classifier.report["train_images"],
                 "classifier_dir": classifier.report.get("directory"),
             }
+            if binding is not None:
+                self._binding_result(result, protocol, binding)
         result["skipped"] = dict(plan.skipped)
         result["seconds"] = round(time.perf_counter() - start, 2)
         result["protocol"] = protocol
         return result
 
     @staticmethod
-    def _add_attributes(totals, classifier, images, captions):
+    def _add_attributes(totals, classifier, images, captions, binding_totals=None):
+        """Adds the attribute statements of each image (and, given ``binding_totals``, its
+        binding scores: ``attribute_classifier.add_binding_scores``) to the totals."""
         from msmt_tf.evaluation import attribute_classifier as ac
 
-        for reading, words in zip(classifier.read(images), captions):
+        read = classifier.read(images)
+        for reading, words in zip(read, captions):
             for kind, (f, n) in ac.score_caption(ac.parse_caption(words), reading).items():
                 a, b = totals.get(kind, (0, 0))
                 totals[kind] = (a + f, b + n)
+        if binding_totals is not None:
+            ac.add_binding_scores(binding_totals, read, captions)
+
+    @staticmethod
+    def _binding_result(result, protocol, totals):
+        """The binding scores (fractions of the scored images) into ``result``; how many
+        images were scored into ``protocol["attributes"]["binding"]``."""
+        from msmt_tf.evaluation import attribute_classifier as ac
+
+        result.update(ac.binding_summary(totals))
+        scored = totals.get("objects_present", (0, 0))[1]
+        unscored = totals.get("unscored", 0)
+        if unscored:
+            _log.warning("evaluation: %d of %d captions do not name two objects with their "
+                         "colours (cut by --words_num?) and are left out of the binding scores.",
+                         unscored, scored + unscored)
+        protocol["attributes"]["binding"] = {
+            "scored_images": int(scored), "unscored_images": int(unscored),
+            "relation_images": int(totals.get("relation_accuracy", (0, 0))[1]),
+            "definition": "attribute_classifier.score_binding (docs/shapes_binding.md)"}
 
     def _protocol(self, num_images, batch_size, seed, metrics, final_size, plan):
         cfg = self.eval_cfg

@@ -217,7 +217,7 @@ def report(run_path, result, baseline, out=sys.stdout):
           file=out)
     final = result.get("eval") or {}
     rows = [("FID", "fid"), ("KID", "kid_mean"), ("R-precision (%)", "r_precision_mean"),
-            ("attribute accuracy", "attribute_accuracy")]
+            ("attribute accuracy", "attribute_accuracy"), ("binding accuracy", "binding_accuracy")]
     if final or baseline:
         print(f"  {'metric':<20} {'untrained':>12} {'trained':>12}", file=out)
         for label, key in rows:
