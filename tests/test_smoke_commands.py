@@ -35,6 +35,7 @@ import json
 import math
 import os
 import re
+import shutil
 import subprocess
 import sys
 import threading
@@ -295,6 +296,14 @@ def _conv_peak(d):
                 "--repeats=1")
 
 
+def _ablation_report(d):
+    """docs/ablations.md: python benchmarks/ablation.py --report (on a copy, from no results)."""
+    doc, out = d / "ablations.md", d / "ablations"
+    out.mkdir()
+    shutil.copy(os.path.join(ROOT, "docs", "ablations.md"), doc)
+    return doc, _run("benchmarks/ablation.py", "--report", f"--doc={doc}", f"--out_dir={out}")
+
+
 # In start order: the chain pretrain -> train -> (evaluate, probe, fid) first (the longest).
 JOBS = {
     "pretrain": (_pretrain, ()),
@@ -309,6 +318,7 @@ JOBS = {
     "data_pipeline": (_data_pipeline, ()),
     "inception_throughput": (_inception_throughput, ()),
     "conv_peak": (_conv_peak, ()),
+    "ablation_report": (_ablation_report, ()),
     "prepare_coco": (_prepare_coco, ()),
     "prepare_cub": (_prepare_cub, ()),
     "prepare_folder": (_prepare_folder, ()),
@@ -328,6 +338,7 @@ TESTS = {
     "test_data_pipeline_benchmark": ["data_pipeline"],
     "test_inception_throughput_benchmark": ["inception_throughput"],
     "test_conv_peak_benchmark": ["conv_peak"],
+    "test_ablation_report_benchmark": ["ablation_report"],
     "test_prepare_data_coco_tfrecord": ["prepare_coco"],
     "test_prepare_data_cub_through_tools": ["prepare_cub"],
     "test_prepare_data_folder": ["prepare_folder"],
@@ -528,6 +539,13 @@ def test_conv_peak_benchmark(jobs):
 
 
 # --------------------------------------------------------------------------- data, summary
+
+
+def test_ablation_report_benchmark(jobs):
+    doc, proc = jobs.result("ablation_report")
+    assert _ok(proc).strip() == f"Wrote {doc} (0 runs)"
+    text = doc.read_text()
+    assert "No grids yet." in text and "t1_ig_memory" not in text.split("ablation-grids:start")[1]
 
 
 def test_prepare_data_coco_tfrecord(jobs):
