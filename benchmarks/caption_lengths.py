@@ -55,9 +55,7 @@ def shapes_pool(data_config):
     options = dict(
         captions_per_image=d.captions_per_image, max_objects=d.shapes_max_objects,
         textured=d.shapes_textured, layout=d.shapes_layout, shapes=d.shapes_name_list,
-        colours=d.shapes_colour_list)
-    if getattr(d, "shapes_binding", False):  # the word-level binding set
-        options["binding"] = True
+        colours=d.shapes_colour_list, binding=d.shapes_binding)
     lengths = []
     for i in range(SHAPES_IMAGES):
         _, captions, _ = shapes.make_example(d.shapes_seed, "train", i, 16, **options)

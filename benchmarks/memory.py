@@ -129,8 +129,7 @@ def measure():
 
     from msmt_tf.cli import common
 
-    configs = common.configs_from_flags()
-    fn, _ = train_step.build_step(configs)
+    fn, _, configs = train_step.build_step(common.configs_from_flags())
     batch = train_step.synthetic_batch(configs, configs.train.batch_size)
     rss_built = _rss_gib()
     t0 = time.perf_counter()

@@ -56,9 +56,8 @@ def main(argv):
     del argv
     import tensorflow as tf  # after entry.run (oneDNN on, TensorFlow's C++ log lines hidden)
 
-    configs = common.configs_from_flags()
+    fn, _, configs = train_step.build_step(common.configs_from_flags())
     cfg, mcfg = configs.train, configs.model
-    fn, _ = train_step.build_step(configs)
     batch = train_step.synthetic_batch(configs, cfg.batch_size)
     for _ in range(FLAGS.warmup):
         float(fn(batch)["g_loss"])

@@ -59,18 +59,19 @@ def synthetic_batch(configs, batch):
 
 
 def build_step(configs):
-    """`(tf.function of the GANStep, DAMSM image encoder)` of `configs`, random encoder weights.
+    """`(tf.function of the GANStep, DAMSM image encoder, configs)` of `configs`, random
+    encoder weights; the returned configs have --precision=auto resolved (as a run's).
 
-    Sets the precision policy first. Shared with benchmarks/memory.py (the same step).
+    Sets the precision policy first. Shared with benchmarks/memory.py and profile_step.py.
     """
     import tensorflow as tf
 
     from msmt_tf.models import damsm
-    from msmt_tf.training import ema as ema_lib, precision
+    from msmt_tf.training import ema as ema_lib, precision, runner
     from msmt_tf.training.gan_step import GANStep
     from msmt_tf.training.gan_trainer import build_networks, make_optimizer
 
-    configs.train = precision.resolve_train_config(configs.train)  # --precision=auto: logged
+    configs, _ = runner.resolve_precision(configs)  # --precision=auto: logged
     cfg, mcfg = configs.train, configs.model
     precision.set_precision(cfg.precision)
     text = damsm.build_text_encoder(mcfg, FLAGS.vocab_size)
@@ -81,15 +82,14 @@ def build_step(configs):
     step = GANStep(gen, ds, text, image, g_opt, d_opts,
                    ema_lib.ExponentialMovingAverage(gen, ema_gen, cfg.ema_decay),
                    tf.random.Generator.from_seed(0), cfg, mcfg.z_dim)
-    return tf.function(step, jit_compile=cfg.jit_compile or None), image
+    return tf.function(step, jit_compile=cfg.jit_compile or None), image, configs
 
 
 def main(argv):
     del argv
     import tensorflow as tf  # after entry.run (oneDNN on, TensorFlow's C++ log lines hidden)
 
-    configs = common.configs_from_flags()
-    fn, image = build_step(configs)  # resolves --precision=auto in configs.train
+    fn, image, configs = build_step(common.configs_from_flags())
     cfg, mcfg = configs.train, configs.model
     batch = synthetic_batch(configs, cfg.batch_size)
     times = []

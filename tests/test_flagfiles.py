@@ -68,7 +68,8 @@ def test_reference_presets(monkeypatch):
     d = _parse(os.path.join(ROOT, "flags", "dmgan_cub.flags"), monkeypatch)
     assert (d.model.refinement, d.model.gf_dim, d.model.df_dim, d.train.batch_size) == (
         "memory", 64, 32, 10)
-    # coco_attn2.yml / coco_DMGAN.yml (facts §1.2), used by tools/convert_reference.py.
+    # taoxugit/AttnGAN code/cfg/coco_attn2.yml (commit 0d000e6) / MinfengZhu/DM-GAN
+    # code/cfg/coco_DMGAN.yml (commit d515995), used by tools/convert_reference.py.
     ac = _parse(os.path.join(ROOT, "flags", "attngan_coco.flags"), monkeypatch)
     assert (ac.model.refinement, ac.model.gf_dim, ac.model.df_dim, ac.model.r_num,
             ac.train.batch_size, ac.train.lambda3, ac.data.dataset) == (

@@ -293,7 +293,8 @@ def _np_mask(scores, class_ids):
 
 
 def _np_words_loss(region, words, lengths, class_ids, g1=4.0, g2=5.0, g3=10.0):
-    """Loop per caption and per image, as facts §6.4 describes ``words_loss``."""
+    """Loop per caption and per image, as taoxugit/AttnGAN code/miscc/losses.py:words_loss
+    (commit 0d000e6) computes it."""
     region = region.astype("float64")
     words = words.astype("float64")
     batch, height, width, dim = region.shape

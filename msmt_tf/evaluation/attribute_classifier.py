@@ -52,7 +52,7 @@ class AttributeClassifierError(errors.UserError, RuntimeError):
 class CellAttributeNet(keras.Model):
     """Reads a shapes image cell by cell: shape (or empty), colour and size, and the background.
 
-    Not a paper component: the faithfulness probe behind the attribute-accuracy metric (issue 3).
+    Not a paper component: the faithfulness probe behind the attribute-accuracy metric.
     The image (RGB 0..255, any size) is resized to ``3 * cell_size`` pixels (bilinear with
     antialiasing), scaled to [-1, 1] and zero-padded by ``margin``; each grid cell is cut out with
     its margin (``k = cell_size + 2 * margin`` pixels, enough for a large object of radius 0.52

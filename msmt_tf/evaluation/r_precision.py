@@ -1,4 +1,5 @@
-"""R-precision as DM-GAN defines it (MinfengZhu/DM-GAN, `code/main.py` sampling), without its
+"""R-precision as DM-GAN defines it (MinfengZhu/DM-GAN
+`code/trainer.py:condGANTrainer.sampling`, commit d515995), without its
 fold off-by-one.
 
 For each generated image: its own caption plus `num_negatives` (99) captions of test images from

@@ -10,7 +10,8 @@ from msmt_tf.layers.word_attention import WordAttention
 
 @keras.saving.register_keras_serializable(package="msmt_tf")
 class AttnRefinement(keras.layers.Layer):
-    """``UpBlock(ResBlock^r(concat(h, WordAttention(h, W))))`` (facts §4.4).
+    """``UpBlock(ResBlock^r(concat(h, WordAttention(h, W))))`` (taoxugit/AttnGAN
+    code/model.py:NEXT_STAGE_G (commit 0d000e6)).
 
     The word context of every pixel (``WordAttention``) is concatenated after the image features
     (2 GF channels), passed through ``r_num`` residual blocks of width 2 GF and an upsampling

@@ -2,8 +2,10 @@
 
 The references use PyTorch ``BatchNorm`` defaults (eps 1e-5, momentum 0.1, i.e. Keras
 ``momentum=0.9``) and re-initialise every BN weight with N(1, 0.02) and bias 0, and every conv /
-linear weight with ``orthogonal_`` (facts §4.1, §4.9). The helpers below are the one place these
-numbers live.
+linear weight with ``orthogonal_``: ``nn.BatchNorm2d(n)`` without arguments in
+taoxugit/AttnGAN code/model.py:upBlock and ResBlock (commit 0d000e6), the same in
+MinfengZhu/DM-GAN code/model.py (commit d515995); the initialisation is
+code/miscc/utils.py:weights_init of both. The helpers below are the one place these numbers live.
 """
 
 import keras
@@ -14,7 +16,7 @@ KERNEL_INITIALIZER = "orthogonal"
 
 
 def gamma_initializer():
-    """N(1, 0.02) as the references' ``weights_init`` (facts §4.9)."""
+    """N(1, 0.02) as code/miscc/utils.py:weights_init of both references (module docstring)."""
     return keras.initializers.RandomNormal(mean=1.0, stddev=0.02)
 
 
@@ -25,8 +27,9 @@ class BatchNorm(keras.layers.BatchNormalization):
     ``call(inputs, training=None, sample_mask=None)``: ``sample_mask`` is a bool ``[N]`` (or any
     prefix of ``inputs.shape[:-1]``); in training mode the mean / variance are computed over the
     rows where it is True only (and only those rows move the running statistics). Rows where it
-    is False are still normalised, with the statistics of the others. This is how MTWIG keeps its
-    padded tails out of BN. Unlike passing Keras' ``mask=``, nothing is attached to the output,
+    is False are still normalised, with the statistics of the others. MTWIG's all-tails test
+    reference keeps its padded tails out of BN this way (MTWIG itself decodes the valid tails
+    only). Unlike passing Keras' ``mask=``, nothing is attached to the output,
     so downstream layers see no Keras mask.
 
     Keras BN upcasts float16 inputs to float32 for its statistics, so it is safe under

@@ -10,7 +10,7 @@ from msmt_tf.layers.glu import GLU
 @keras.saving.register_keras_serializable(package="msmt_tf")
 class ConditioningAugmentation(keras.layers.Layer):
     """Resamples the sentence vector: ``s' = mu + eps * exp(logvar / 2)`` (paper §3.1, eq. 1-2's
-    s'; facts §4.2).
+    s'; taoxugit/AttnGAN code/model.py:CA_NET (commit 0d000e6), same in MinfengZhu/DM-GAN).
 
     ``Dense(4 * condition_dim, bias) -> GLU`` gives ``2 * condition_dim`` values; the first
     ``condition_dim`` are ``mu``, the rest ``logvar``. ``eps ~ N(0, 1)`` is drawn from the layer's

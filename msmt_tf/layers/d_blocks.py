@@ -45,7 +45,9 @@ class DBlock(keras.layers.Layer):
     """One discriminator block: convolution, optional batch norm, LeakyReLU(0.2).
 
     All convolutions of the AttnGAN / DM-GAN discriminators are blocks of this kind
-    (facts §5.1, §5.2); MSMT-GAN reuses DM-GAN's discriminator (paper section 4):
+    (taoxugit/AttnGAN code/model.py (commit 0d000e6) and MinfengZhu/DM-GAN code/model.py
+    (commit d515995), the functions named below); MSMT-GAN reuses DM-GAN's discriminator (paper
+    section 4):
 
     - ``encode_image_by_16times``: four blocks k4 s2 p1 (3 -> df -> 2df -> 4df -> 8df), the first
       without batch norm;

@@ -10,7 +10,8 @@ OUTPUTS = ("logits", "probability")
 
 @keras.saving.register_keras_serializable(package="msmt_tf")
 class DiscriminatorLogits(keras.layers.Layer):
-    """``D_GET_LOGITS`` of AttnGAN / DM-GAN (facts §5.1, §5.2): one score per image.
+    """One score per image: taoxugit/AttnGAN code/model.py:D_GET_LOGITS (commit 0d000e6) and
+    MinfengZhu/DM-GAN code/model.py:D_GET_LOGITS (commit d515995).
 
     Unconditional (``conditional=False``): ``outlogits`` = Conv2D(8df -> 1, kernel 4, stride 4,
     bias, never spectral-normed) on the ``[B, 4, 4, 8df]`` image code.

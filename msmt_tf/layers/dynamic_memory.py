@@ -9,7 +9,8 @@ from msmt_tf.layers.word_attention import attention_mask, masked_softmax
 
 @keras.saving.register_keras_serializable(package="msmt_tf")
 class DynamicMemory(keras.layers.Layer):
-    """DM-GAN memory (MinfengZhu/DM-GAN ``NEXT_STAGE_G`` writing + ``Memory``; facts §4.5).
+    """DM-GAN memory (MinfengZhu/DM-GAN code/model.py:NEXT_STAGE_G.forward writing +
+    code/model.py:Memory (commit d515995)).
 
     With image features ``h`` ``[B, H, W, GF]`` and words ``w_l`` ``[B, L, N_w]``:
 
@@ -26,7 +27,8 @@ class DynamicMemory(keras.layers.Layer):
 
     Args:
         gf_dim: GF, the image feature width.
-        mask_row_quirk: reproduce the references' row-order mask bug (facts §10.1).
+        mask_row_quirk: reproduce the references' row-order mask bug (see
+            ``word_attention.attention_mask``; MinfengZhu/DM-GAN code/model.py:Memory.forward).
 
     Call arguments:
         inputs: ``(h [B, H, W, GF], words [B, L, N_w], mask bool [B, L])``.

@@ -9,7 +9,8 @@ class GLU(keras.layers.Layer):
     """Gated linear unit: ``x[..., :C/2] * sigmoid(x[..., C/2:])``.
 
     The first half of the channels is the value, the second half the gate, exactly as the
-    references' ``GLU.forward`` splits dim 1 of NCHW tensors (facts §4.1); in NHWC the split is on
+    references' ``GLU.forward`` splits dim 1 of NCHW tensors (taoxugit/AttnGAN
+    code/model.py:GLU (commit 0d000e6), same in MinfengZhu/DM-GAN); in NHWC the split is on
     the last axis in the same order. Used after every 2x-wide conv / dense of the generator.
 
     Args:

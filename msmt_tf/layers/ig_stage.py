@@ -14,7 +14,8 @@ class SeedDecoder(keras.layers.Layer):
 
     ``BN (1-D, over the 32 * ngf features) -> GLU -> 16 * ngf values -> reshape -> n UpBlocks``,
     each halving the channels and doubling the size, ``S = 4 * 2^n``. With the references'
-    ``n = 4``: ngf -> ngf/2 -> ngf/4 -> ngf/8 -> ngf/16, 4 -> 8 -> 16 -> 32 -> 64 px (facts §4.3).
+    ``n = 4``: ngf -> ngf/2 -> ngf/4 -> ngf/8 -> ngf/16, 4 -> 8 -> 16 -> 32 -> 64 px
+    (taoxugit/AttnGAN code/model.py:INIT_STAGE_G (commit 0d000e6), same in MinfengZhu/DM-GAN).
 
     Layout: the GLU output is reshaped to ``[N, ngf, 4, 4]`` (PyTorch's ``view(B, ngf, 4, 4)``,
     feature index ``c * 16 + h * 4 + w``) and transposed to NHWC, so the preceding dense / conv
@@ -101,7 +102,8 @@ class IGStage(keras.layers.Layer):
 
     ``concat(c_code, z)`` (in that order) -> ``Dense(32 * ngf, no bias)`` -> ``SeedDecoder(ngf)``
     with ``ngf = 16 * gf_dim``: BN, GLU, reshape to 4x4xngf (NCHW index order, see
-    ``SeedDecoder``) and four upsampling blocks to 64x64xgf_dim (facts §4.3). This is the "IG" of
+    ``SeedDecoder``) and four upsampling blocks to 64x64xgf_dim (taoxugit/AttnGAN
+    code/model.py:INIT_STAGE_G and G_NET (commit 0d000e6)). This is the "IG" of
     the paper's Table 4 / §4.1 ablations; MTWIG (eqs 1-3) replaces it in MSMT-GAN.
 
     Other output sizes ``S = 4 * 2^n`` (``--base_size``, e.g. 32 for CPU runs) use n upsampling

@@ -8,8 +8,9 @@ from msmt_tf.layers import batch_norm as bn
 
 @keras.saving.register_keras_serializable(package="msmt_tf")
 class ImageHead(keras.layers.Layer):
-    """``tanh(conv3x3(x))`` to 3 channels, no bias (facts §4.6; the paper's image prediction
-    "using a 3x3 convolution", §3.1 and §3.3).
+    """``tanh(conv3x3(x))`` to 3 channels, no bias (taoxugit/AttnGAN
+    code/model.py:GET_IMAGE_G (commit 0d000e6), same in MinfengZhu/DM-GAN; the paper's image
+    prediction "using a 3x3 convolution", §3.1 and §3.3).
 
     The tanh is evaluated in float32 and the image is returned as float32 (images are float32 in
     [-1, 1] everywhere, docs/conventions.md).

@@ -28,11 +28,13 @@ class MTWIG(keras.layers.Layer):
     outputs nor BN running statistics depend on how much padding follows a caption, in
     training or inference mode.
 
-    Only the valid tails are computed: their seeds are gathered into one compact batch
-    ``[N, 32 * ngf]`` (``N = sum_b max(n_b - ks + 1, 1)``, a dynamic size) before the decoder,
-    so the decoder's BN batch statistics are over the valid tails exactly, and the fusion
-    reads tail t of each caption from that batch by index; invalid tails are never
-    materialised.
+    Only the valid tails are computed: the input windows of the valid tails are gathered into
+    one compact batch ``[N, ks * width_in]`` (``N = sum_b max(n_b - ks + 1, 1)``, a dynamic
+    size) and V is applied to them as one matmul with its kernel flattened (the same function
+    as the Conv1D; oneDNN's Conv1D filter gradient ran at about a tenth of the matmul's speed
+    at this shape, docs/performance.md). So the decoder's BN batch statistics are over the valid
+    tails exactly, and the fusion reads tail t of each caption from that batch by index;
+    invalid tails are never materialised.
 
     Width of V (docs/decisions.md): by default V outputs ``32 * ngf`` channels directly (the
     reading consistent with the paper's Table 2 count). ``conv_filters=N`` instead makes V
@@ -168,11 +170,24 @@ class MTWIG(keras.layers.Layer):
         counts = ops.maximum(lengths - self.kernel_size + 1, 1)  # valid tails per caption
         tail_valid = ops.arange(num_tails, dtype="int32")[None, :] < counts[:, None]
 
-        # Only the valid tails are decoded: their seeds, caption-major ([N, width], N =
-        # sum(counts), dynamic), so tail t of caption b is row offsets[b] + t.
-        seeds = self.conv(x)  # [B, T, width]
+        # Only the valid tails are computed: their windows, caption-major ([N, ks * width_in],
+        # N = sum(counts), dynamic), so tail t of caption b is row offsets[b] + t. V (the
+        # 'valid' conv, no bias) is then one matmul of the windows with its kernel flattened to
+        # [ks * width_in, width] (row k * width_in + d is tap k, channel d, as the windows):
+        # the same function as ``self.conv(x)``, but its filter gradient is one large GEMM,
+        # which oneDNN's conv backward-filter kernel is not at B*T = 160 outputs and 24,576
+        # filters (docs/performance.md).
+        windows = ops.stack(
+            [x[:, t : t + self.kernel_size] for t in range(num_tails)], axis=1
+        )  # [B, T, ks, width_in]
+        width_in = x.shape[-1]
+        windows = ops.reshape(windows, (-1, self.kernel_size * width_in))
         valid_rows = ops.nonzero(ops.reshape(tail_valid, (-1,)))[0]
-        seeds = ops.take(ops.reshape(seeds, (-1, self.conv.filters)), valid_rows, axis=0)
+        windows = ops.take(windows, valid_rows, axis=0)
+        kernel = ops.reshape(
+            ops.cast(self.conv.kernel, dtype), (self.kernel_size * width_in, self.conv.filters)
+        )
+        seeds = ops.matmul(windows, kernel)
         if self.project is not None:
             seeds = self.project(seeds)
         tails = self.decoder(seeds, training=training)  # [N, S, S, GF]

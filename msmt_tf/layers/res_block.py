@@ -11,7 +11,8 @@ class ResBlock(keras.layers.Layer):
     """``x + BN(conv3x3(GLU(BN(conv3x3(x)))))``, no activation after the sum.
 
     conv3x3 (no bias) C -> 2C -> BN -> GLU -> conv3x3 (no bias) C -> C -> BN, plus the identity
-    (facts §4.1). The "residual blocks" of the refinement stages (§3.3).
+    (taoxugit/AttnGAN code/model.py:ResBlock (commit 0d000e6), same in MinfengZhu/DM-GAN). The
+    "residual blocks" of the refinement stages (§3.3).
 
     Args:
         channels: C, the input and output width.

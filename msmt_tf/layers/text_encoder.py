@@ -10,7 +10,8 @@ RNN_TYPES = ("lstm", "gru")
 
 @keras.saving.register_keras_serializable(package="msmt_tf")
 class TextEncoder(keras.layers.Layer):
-    """Word features W and sentence feature s of a caption (paper eq. 1; facts §2).
+    """Word features W and sentence feature s of a caption (paper eq. 1; taoxugit/AttnGAN
+    code/model.py:RNN_ENCODER (commit 0d000e6), same in MinfengZhu/DM-GAN).
 
     ``Embedding(vocab_size, word_dim)`` (init U(-0.1, 0.1)) -> Dropout -> bidirectional LSTM
     (or GRU) with ``hidden_per_direction`` units per direction, masked by ``tokens != 0``

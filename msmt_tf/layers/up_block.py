@@ -48,8 +48,9 @@ def subpixel_kernel(kernel):
 class UpBlock(keras.layers.Layer):
     """Nearest x2 upsampling -> 3x3 conv (no bias, 2F) -> BN -> GLU -> F channels.
 
-    AttnGAN / DM-GAN ``upBlock(in, out)`` (facts §4.1); the paper's "upsampling block" (eq. 3 and
-    §3.3). BN uses eps 1e-5 / momentum 0.9 (PyTorch defaults).
+    taoxugit/AttnGAN code/model.py:upBlock (commit 0d000e6) = MinfengZhu/DM-GAN
+    code/model.py:upBlock (commit d515995); the paper's "upsampling block" (eq. 3 and §3.3). BN
+    uses eps 1e-5 / momentum 0.9 (PyTorch defaults).
 
     For inputs of at least ``MIN_SUBPIXEL_SIZE`` pixels a side, upsampling + conv run as one
     stride-2 transposed conv of the input with ``subpixel_kernel(conv.kernel)``: the same
@@ -63,7 +64,7 @@ class UpBlock(keras.layers.Layer):
         inputs: ``[B, H, W, C]``.
         training: BN mode.
         sample_mask: optional bool ``[B]``; when given, the BN batch statistics are computed over
-            the rows where it is True only (MTWIG's padded tails).
+            the rows where it is True only (MTWIG's all-tails test reference).
 
     Returns:
         ``[B, 2H, 2W, F]``.
@@ -102,7 +103,9 @@ class UpBlock(keras.layers.Layer):
         height, width = inputs.shape[1], inputs.shape[2]
         if height is None or width is None or min(height, width) < MIN_SUBPIXEL_SIZE:
             return self.conv(self.upsample(inputs))
-        # The taps are summed in float32 (one rounding to the compute dtype per tap).
+        # Under mixed precision the kernel read here is already autocast to the compute
+        # dtype (as the plain conv uses it); its taps are summed in float32 and the sums
+        # rounded once more to the compute dtype.
         kernel = subpixel_kernel(ops.cast(self.conv.kernel, "float32"))
         kernel = ops.cast(kernel, self.compute_dtype)
         return ops.conv_transpose(inputs, kernel, strides=2, padding="same")

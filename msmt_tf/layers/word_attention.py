@@ -15,8 +15,10 @@ def attention_mask(mask, num_queries, row_quirk=False):
 
     Without the quirk this is ``mask[:, None, :]`` (``[B, 1, L]``). With ``row_quirk`` it
     reproduces the references' ``mask.repeat(queryL, 1)`` applied to sample-major logits
-    (facts §10.1): pixel q of sample b uses the mask of sample ``(b * Q + q) mod B``
-    (``[B, Q, L]``). Only for checkpoints trained with that behaviour.
+    (taoxugit/AttnGAN code/GlobalAttention.py:GlobalAttentionGeneral.forward (commit 0d000e6),
+    MinfengZhu/DM-GAN code/model.py:Memory.forward (commit d515995)): pixel q of sample b uses
+    the mask of sample ``(b * Q + q) mod B`` (``[B, Q, L]``). Only for checkpoints trained with
+    that behaviour.
     """
     mask = ops.cast(mask, "bool")
     if not row_quirk:
@@ -37,7 +39,8 @@ def masked_softmax(logits, mask):
 
 @keras.saving.register_keras_serializable(package="msmt_tf")
 class WordAttention(keras.layers.Layer):
-    """Per-pixel attention over words (AttnGAN ``GlobalAttentionGeneral``, facts §4.4).
+    """Per-pixel attention over words (taoxugit/AttnGAN
+    code/GlobalAttention.py:GlobalAttentionGeneral (commit 0d000e6)).
 
     ``e_l = U w_l`` (1x1 conv, no bias, N_w -> C); for every pixel q with feature ``h_q``:
     ``beta_{q,l} = softmax_l(h_q . e_l)`` over the real words (padded words masked; no scaling)
@@ -45,7 +48,7 @@ class WordAttention(keras.layers.Layer):
 
     Args:
         channels: C, the image feature width.
-        mask_row_quirk: reproduce the references' row-order mask bug (facts §10.1) so that
+        mask_row_quirk: reproduce the references' row-order mask bug (``attention_mask``) so that
             imported AttnGAN / DM-GAN checkpoints behave as trained; off by default.
 
     Call arguments:

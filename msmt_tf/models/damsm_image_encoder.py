@@ -16,7 +16,7 @@ def _resize(images, size, method):
     import tensorflow as tf
 
     # Keras only offers half-pixel resizing; these two TF1 kernels need the raw op
-    # (the documented exception in STYLE.md).
+    # (the documented exception, docs/conventions.md "Style").
     return tf.raw_ops.ResizeBilinear(
         images=images, size=list(size), align_corners=method == "align_corners",
         half_pixel_centers=False,

@@ -10,7 +10,8 @@ STAGE_SIZES = (32, 64, 128, 256)
 
 @keras.saving.register_keras_serializable(package="msmt_tf")
 class Discriminator(keras.Model):
-    """``D_NET64`` / ``D_NET128`` / ``D_NET256`` (facts §5.1, §5.2); ``D_k`` of eqs 22-23.
+    """``D_NET64`` / ``D_NET128`` / ``D_NET256`` of taoxugit/AttnGAN code/model.py (commit 0d000e6)
+    and MinfengZhu/DM-GAN code/model.py (commit d515995); ``D_k`` of eqs 22-23.
 
     Image code (``call``), all blocks ``DBlock`` (conv -> [BN] -> LeakyReLU 0.2):
 

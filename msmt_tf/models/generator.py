@@ -21,7 +21,8 @@ class Generator(keras.Model):
     AttnGAN = `initial="ig", refinement="attn"`; DM-GAN = `initial="ig", refinement="memory"`;
     MSMT-GAN = `initial="mtwig", refinement="sdm", heads=6` (paper Fig. 1). Stage k+1 consumes
     the hidden features of stage k (not its image); every stage predicts an image with its own
-    3x3 conv + tanh head (facts §4.7; paper Sec. 3.3 last sentence).
+    3x3 conv + tanh head (taoxugit/AttnGAN code/model.py:G_NET (commit 0d000e6), same in
+    MinfengZhu/DM-GAN; paper Sec. 3.3 last sentence).
 
     Args:
         initial: `"ig"` (AttnGAN/DM-GAN sentence-level stage) or `"mtwig"` (eqs 1-3).

@@ -134,6 +134,11 @@ class TrainConfig(configlib.ConfigBase):
             raise configlib.ConfigError(
                 "--run_dir is empty: give a directory or leave it unset for runs/<dataset>_<preset>."
             )
+        if self.strategy == "multiworker" and self.precision == "auto":
+            raise configlib.ConfigError(
+                "--precision=auto with --strategy=multiworker: each worker would choose for its "
+                "own machine; pass --precision explicitly (e.g. mixed_float16 on V100/A100 GPUs)."
+            )
 
     def total_steps(self, steps_per_epoch: int) -> int:
         """Number of optimiser steps of the whole run for a given epoch length."""

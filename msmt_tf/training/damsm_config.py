@@ -1,9 +1,10 @@
 """``DAMSMConfig``: DAMSM encoder pretraining and where the GAN finds the encoders.
 
-Defaults are the references' DAMSM schedule (AttnGAN/DM-GAN ``code/cfg/DAMSM/bird.yml`` and
-``pretrain_DAMSM.py``; facts §1.2-1.3): batch 48, Adam lr 0.002 with betas (0.5, 0.999),
-lr x0.98 after every epoch while it stays above lr/10, gradient-norm clipping 0.25 on the text
-encoder, gamma 4/5/10 (shared with ``TrainConfig``).
+Defaults are the references' DAMSM schedule (taoxugit/AttnGAN code/cfg/DAMSM/bird.yml and
+code/pretrain_DAMSM.py (commit 0d000e6), identical in MinfengZhu/DM-GAN (commit d515995)):
+batch 48, Adam lr 0.002 with betas (0.5, 0.999), lr x0.98 after every epoch while it stays
+above lr/10, gradient-norm clipping 0.25 on the text encoder, gamma 4/5/10 (shared with
+``TrainConfig``).
 """
 
 import dataclasses

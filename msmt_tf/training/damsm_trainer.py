@@ -1,4 +1,5 @@
-"""DAMSM encoder pretraining (AttnGAN `pretrain_DAMSM.py`; facts §1.3, §6.4-6.7).
+"""DAMSM encoder pretraining (taoxugit/AttnGAN code/pretrain_DAMSM.py (commit 0d000e6), losses
+code/miscc/losses.py:words_loss and sent_loss; identical in MinfengZhu/DM-GAN).
 
 Objective: `w_loss0 + w_loss1 + s_loss0 + s_loss1` on real image-caption batches, same-class
 negatives masked. One Adam (betas 0.5/0.999) over the text encoder and the two trainable
@@ -8,8 +9,9 @@ projections of the image encoder; the text-encoder gradients are clipped to glob
 Deviations from the references, all documented in `docs/training.md`:
 - The references re-create Adam every epoch (moments reset); we keep one optimizer and set
   its learning rate per epoch (a continuing run must not depend on where it was resumed).
-- The references run the frozen trunk's BN in training mode, drifting its statistics (facts
-  §3); our trunk always uses its stored statistics.
+- The references run the frozen trunk's BN in training mode, drifting its statistics
+  (`cnn_model.train()` in code/pretrain_DAMSM.py:train); our trunk always uses its stored
+  statistics.
 - Validation averages over the rows of the batches it ran (the references divide the sum of
   51 batch means by 50), counting only rows left with a negative (below).
 
@@ -45,7 +47,8 @@ def damsm_learning_rate(cfg, epoch):
     """The references' schedule: after each epoch, `lr *= decay` if `lr > lr0 * min_ratio`.
 
     With 0.002, 0.98 and 0.1 that is 114 decays, ending at 0.002 * 0.98**114 = 1.9995e-4
-    (facts §1.3).
+    (the epoch loop of taoxugit/AttnGAN code/pretrain_DAMSM.py (commit 0d000e6):
+    `if lr > cfg.TRAIN.ENCODER_LR/10.: lr *= 0.98`).
     """
     lr = cfg.damsm_lr
     floor = cfg.damsm_lr * cfg.damsm_min_lr_ratio

@@ -1,4 +1,4 @@
-"""The GAN training loop: networks, checkpoints, logging, evaluation (issue 5).
+"""The GAN training loop: networks, checkpoints, logging, evaluation.
 
 `GANTrainer` owns everything of one run: the generator and its EMA copy, one discriminator per
 stage, one Adam per network, the noise generator, the checkpoint (step, epoch, every network

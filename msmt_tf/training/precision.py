@@ -121,16 +121,27 @@ def gpu_capabilities() -> list:
     return caps
 
 
+def explicit_warning(res: Resolution, auto: Resolution):
+    """The warning for an explicit mixed policy that ``auto`` would not pick on this machine
+    (``auto``: ``choose_precision(AUTO, ...)`` of its facts), else None."""
+    if res.requested == AUTO or res.precision == "float32" or res.precision == auto.precision:
+        return None
+    return (f"--precision={res.precision} where auto would pick {auto.precision} "
+            f"({auto.reason}): expect it to be emulated and slower than {auto.precision}.")
+
+
 @functools.lru_cache(maxsize=None)
 def resolve(requested: str) -> Resolution:
-    """``choose_precision`` on this machine's facts; logs the choice once per process."""
-    if requested != AUTO:
-        res = choose_precision(requested)
-    else:
-        from msmt_tf.cli import onednn
+    """``choose_precision`` on this machine's facts; logs the choice once per process (and a
+    warning for an explicit mixed policy the machine has no native support for)."""
+    from msmt_tf.cli import onednn
 
-        res = choose_precision(AUTO, cpu_flags(), gpu_capabilities(), onednn.onednn_enabled())
+    auto = choose_precision(AUTO, cpu_flags(), gpu_capabilities(), onednn.onednn_enabled())
+    res = auto if requested == AUTO else choose_precision(requested)
     logging.info("%s", res.message())
+    warning = explicit_warning(res, auto)
+    if warning:
+        logging.warning("%s", warning)
     return res
 
 

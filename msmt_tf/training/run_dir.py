@@ -81,6 +81,7 @@ def _precision_change(old, new):
 
     if old == precision.AUTO:  # stored unresolved (a library caller, a converted run)
         return None
+    new = precision.concrete(new)  # a library caller may pass the unresolved value
     known = old in precision.PRECISIONS and new in precision.PRECISIONS
     if known and precision.checkpoint_compatible(old, new):
         return None

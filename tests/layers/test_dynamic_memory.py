@@ -34,7 +34,8 @@ def _relu(x):
 
 
 def np_memory(h, words, mask, p, r=None):
-    """Loop-based DM-GAN equations (facts §4.5); ``r`` overrides the pooled image feature."""
+    """Loop-based MinfengZhu/DM-GAN code/model.py:NEXT_STAGE_G.forward and Memory.forward
+    (commit d515995); ``r`` overrides the pooled image feature."""
     b, hh, ww, _ = h.shape
     out = np.zeros(h.shape)
     attn = np.zeros((b, hh, ww, words.shape[1]))

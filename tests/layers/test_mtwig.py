@@ -141,8 +141,8 @@ def test_symbolic_serialization_and_errors():
 
 
 # --- Only valid tails are computed: equality with an independent computation -------------
-# The reference builds every tail of every caption (T = L - ks + 1 per caption) with its own
-# windowed matmul for V, decodes them all in one [B * T] batch whose BN statistics are masked
+# The reference builds every tail of every caption (T = L - ks + 1 per caption) with the
+# Keras Conv1D for V, decodes them all in one [B * T] batch whose BN statistics are masked
 # to the valid tails (BatchNorm's ``sample_mask``: the layer's behaviour before it decoded
 # valid tails only), and fuses each caption's valid tails in a Python loop.
 
@@ -158,9 +158,8 @@ def _reference(layer, inputs, training):
     x = x * mask[..., None]
     x = np.concatenate([x, np.zeros((b, max(ks - seq_len, 0), x.shape[-1]), "float32")], 1)
     num_tails = x.shape[1] - ks + 1
-    windows = np.stack([x[:, t : t + ks].reshape(b, -1) for t in range(num_tails)], 1)
-    kernel = keras.ops.reshape(layer.conv.kernel, (-1, layer.conv.filters))
-    seeds = keras.ops.matmul(windows.reshape(b * num_tails, -1), kernel)
+    # V as the Keras Conv1D layer itself (the layer computes it as a matmul of windows).
+    seeds = keras.ops.reshape(layer.conv(x), (b * num_tails, -1))
     if layer.project is not None:
         seeds = layer.project(seeds)
     counts = [max(n - ks + 1, 1) for n in lengths]

@@ -57,7 +57,8 @@ def test_extra_padding_changes_nothing():
 
 
 def test_mask_row_quirk_worked_example():
-    """facts §10.1: B = 3, Q = 4, lengths 6/4/2; pixel q of sample b uses sample (4b + q) mod 3."""
+    """B = 3, Q = 4, lengths 6/4/2; pixel q of sample b uses sample (4b + q) mod 3 (the rows of
+    ``mask.repeat(queryL, 1)`` in taoxugit/AttnGAN code/GlobalAttention.py (commit 0d000e6))."""
     lengths = np.array([6, 4, 2])
     mask = np.arange(6)[None, :] < lengths[:, None]
     used = np.asarray(attention_mask(mask, 4, row_quirk=True))

@@ -14,7 +14,8 @@ def test_learning_rate_schedule_matches_the_references():
     cfg = DAMSMConfig()
     assert damsm_trainer.damsm_learning_rate(cfg, 0) == pytest.approx(0.002)
     assert damsm_trainer.damsm_learning_rate(cfg, 3) == pytest.approx(0.002 * 0.98**3)
-    # 114 decays while lr > 2e-4, ending just below it (facts §1.3).
+    # 114 decays while lr > 2e-4, ending just below it (taoxugit/AttnGAN code/pretrain_DAMSM.py
+    # (commit 0d000e6): `if lr > cfg.TRAIN.ENCODER_LR/10.: lr *= 0.98` after each epoch).
     assert damsm_trainer.damsm_learning_rate(cfg, 114) == pytest.approx(0.002 * 0.98**114)
     assert damsm_trainer.damsm_learning_rate(cfg, 10_000) == pytest.approx(0.002 * 0.98**114)
     assert damsm_trainer.damsm_learning_rate(cfg, 113) > 2e-4 > 0.002 * 0.98**114

@@ -12,6 +12,7 @@ import pytest
 import tensorflow as tf
 from absl import flags
 
+from msmt_tf import configlib
 from msmt_tf.cli import common, entry, flagutil
 from msmt_tf.models import damsm, inception
 from msmt_tf.training import ema as ema_lib, precision, run_dir as rd, runner
@@ -63,6 +64,27 @@ def test_an_explicit_precision_always_wins(explicit):
         assert res.message() == f"precision {explicit} (set by --precision)"
     with pytest.raises(ValueError, match="--precision='fp8'"):
         precision.choose_precision("fp8")
+
+
+def test_an_explicit_mixed_policy_without_native_support_is_warned():
+    no_bf16 = precision.choose_precision("auto", {"avx512f"}, [])
+    bf16 = precision.choose_precision("auto", {"avx512_bf16"}, [])
+    gpu = precision.choose_precision("auto", set(), [(7, 0)])
+    explicit = precision.choose_precision
+    assert precision.explicit_warning(explicit("mixed_bfloat16"), no_bf16) == (
+        "--precision=mixed_bfloat16 where auto would pick float32 (no GPU, and the CPU has no "
+        "avx512_bf16/amx_bf16): expect it to be emulated and slower than float32.")
+    assert "mixed_float16" in precision.explicit_warning(explicit("mixed_float16"), bf16)
+    assert precision.explicit_warning(explicit("mixed_bfloat16"), bf16) is None
+    assert precision.explicit_warning(explicit("mixed_float16"), gpu) is None
+    assert precision.explicit_warning(explicit("float32"), bf16) is None  # the safe choice
+    assert precision.explicit_warning(bf16, bf16) is None  # auto itself
+
+
+def test_multiworker_needs_an_explicit_precision():
+    with pytest.raises(configlib.ConfigError, match="--precision=auto with --strategy=multiworker"):
+        TrainConfig(strategy="multiworker")
+    assert TrainConfig(strategy="multiworker", precision="float32").precision == "float32"
 
 
 def test_cpu_flags_come_from_proc_cpuinfo(tmp_path):
@@ -208,8 +230,8 @@ def _fid_layer(arrays, folded, **kwargs):
     return layer
 
 
-@pytest.mark.parametrize("folded", [True])  # FeatureExtractor's default; unfolded: the same dtype
-def test_fid_inception_computes_in_float32_under_a_bfloat16_policy(folded, restore_policy):
+def test_fid_inception_computes_in_float32_under_a_bfloat16_policy(restore_policy):
+    folded = True  # FeatureExtractor's default; the unfolded layer has the same dtype
     from msmt_tf.evaluation import fid
 
     keras.utils.set_random_seed(1)
