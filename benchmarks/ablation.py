@@ -567,6 +567,8 @@ class Job:
             "precision": config.get("train", {}).get("precision"),
             "damsm_sha256": (protocol.get("damsm") or {}).get("sha256"),
             "eval_image_size": protocol.get("image_size"),
+            # how the evaluation drew its noise and quantised (differs between code versions)
+            "eval_protocol": {k: protocol.get(k) for k in ("noise", "quantization")},
             "metrics": {k: metrics.get(k) for k in METRIC_KEYS},
             "attribute_accuracy_per_attribute": metrics.get("attribute_accuracy_per_attribute"),
             "skipped": metrics.get("skipped", {}),
@@ -703,7 +705,8 @@ def ranks(values, lower_is_better):
 
 def _settings_key(result):
     return json.dumps({"settings": result.get("settings"), "precision": result.get("precision"),
-                       "damsm_sha256": result.get("damsm_sha256")}, sort_keys=True)
+                       "damsm_sha256": result.get("damsm_sha256"),
+                       "eval_protocol": result.get("eval_protocol")}, sort_keys=True)
 
 
 def group_table(table, results):
@@ -765,8 +768,8 @@ def report_text(results, ignored=(), damsm=None):
         common = keys.most_common(1)[0][0]
         odd = sorted(f"{x['row']}_s{x['seed']}" for x in runs if _settings_key(x) != common)
         lines += ["", f"**Settings differ**: {', '.join(odd)} ran with other shared settings "
-                  "(flags, step budget, evaluation, precision or DAMSM encoders) than the other "
-                  "runs; their numbers are not comparable: rerun them."]
+                  "(flags, step budget, evaluation and its noise rule, precision or DAMSM encoders) "
+                  "than the other runs; their numbers are not comparable: rerun them."]
     if ignored:
         lines += ["", f"Ignored {len(ignored)} file(s) of no known row: {', '.join(ignored)}."]
     return "\n".join(lines)

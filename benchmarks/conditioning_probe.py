@@ -49,7 +49,7 @@ def main(argv):
     from msmt_tf.data.dataset import load_split
     from msmt_tf.training import checkpointing
     from msmt_tf.training.gan_trainer import build_discriminators
-    from msmt_tf.training.restore import load_for_inference
+    from msmt_tf.inference import load_for_inference
 
     inf = load_for_inference(run_dir=FLAGS.run)
     cfgs = inf.configs

@@ -73,11 +73,11 @@ def _cpu_seconds():
     return r.ru_utime + r.ru_stime
 
 
-def _rate(cfg, epochs, batch_size):
+def _rate(cfg, image_sizes, epochs, batch_size):
     """(examples/s wall, CPU ms per example) over ``epochs`` epochs after a warm-up epoch."""
     from msmt_tf.data import pipeline  # imports TensorFlow: after entry.run (quiet C++ logs)
 
-    ds = pipeline.make_dataset(cfg, "train", batch_size, training=True)
+    ds = pipeline.make_dataset(cfg, "train", batch_size, training=True, image_sizes=image_sizes)
     for _ in ds:  # warm-up epoch
         pass
     count, start, cpu = 0, time.perf_counter(), _cpu_seconds()
@@ -97,20 +97,20 @@ def main(argv):
         shapes_dir = os.path.join(tmp, "shapes")
         # The full shapes set (flags/shapes.flags): 1-3 objects of 7 shapes x 9 colours on a grid.
         cfg = DataConfig(data_dir=shapes_dir, shapes_num_train=FLAGS.shapes_train,
-                         shapes_num_test=FLAGS.shapes_test, stages=1, shapes_max_objects=3,
+                         shapes_num_test=FLAGS.shapes_test, shapes_max_objects=3,
                          shapes_textured=0.4, shapes_layout="grid",
                          shapes_names=",".join(shapes.SHAPES),
                          shapes_colours=",".join(shapes.COLOURS))
         shapes.ensure_generated(shapes_dir, cfg.shapes_seed, cfg.shapes_num_train,
                                 cfg.shapes_num_test, cfg.shapes_size, max_objects=3,
                                 textured=0.4, layout="grid")
-        rate, cpu = _rate(cfg, FLAGS.epochs, FLAGS.batch_size)
+        rate, cpu = _rate(cfg, (64,), FLAGS.epochs, FLAGS.batch_size)
         print(f"shapes_64px_examples_per_s: {rate:.1f}")
         print(f"shapes_64px_cpu_ms_per_example: {cpu:.2f}")
         cub_dir = os.path.join(tmp, "birds")
         _cub_tree(cub_dir, FLAGS.images)
-        cfg = DataConfig(dataset="cub", data_dir=cub_dir, stages=3, mismatch_swap=0.0)
-        rate, cpu = _rate(cfg, FLAGS.epochs, FLAGS.batch_size)
+        cfg = DataConfig(dataset="cub", data_dir=cub_dir, mismatch_swap=0.0)
+        rate, cpu = _rate(cfg, (64, 128, 256), FLAGS.epochs, FLAGS.batch_size)
         print(f"cub_jpeg_256px_3stages_examples_per_s: {rate:.1f}")
         print(f"cub_jpeg_256px_3stages_cpu_ms_per_example: {cpu:.2f}")
         print(f"cpus_available: {len(os.sched_getaffinity(0))}")

@@ -63,8 +63,9 @@ def _fixture_diff(extractor):
 def worker(variant):
     import numpy as np
 
-    from msmt_tf.cli import onednn
-    from msmt_tf.evaluation import fid, inception_weights
+    from msmt_tf.training import onednn
+    from msmt_tf.evaluation import fid
+    from msmt_tf.models import inception_weights
     from msmt_tf.models import inception
 
     arrays = inception_weights.load_fid_weights()

@@ -41,7 +41,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from benchmarks import flops, train_step  # noqa: E402  (train_step defines the step's flags)
 from benchmarks.profile_trace import node_dtypes, op_events, read_trace, report  # noqa: E402
-from msmt_tf.cli import common, entry, onednn  # noqa: E402
+from msmt_tf.cli import common, entry  # noqa: E402
+from msmt_tf.training import onednn  # noqa: E402
 
 flags.DEFINE_integer("top", 20, "Rows of each table.", lower_bound=1)
 flags.DEFINE_integer("scope_depth", 3, "Leading name components that make a name scope "

@@ -28,7 +28,8 @@ from absl import flags
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from benchmarks import caption_lengths, flops  # noqa: E402
-from msmt_tf.cli import common, entry, onednn  # noqa: E402
+from msmt_tf.cli import common, entry  # noqa: E402
+from msmt_tf.training import onednn  # noqa: E402
 
 common.define_all_flags()
 flags.DEFINE_integer("warmup", 2, "Untimed steps (tracing).", lower_bound=0)

@@ -9,7 +9,6 @@ from ``__post_init__`` (``ConfigBase`` does both for you).
 """
 
 import dataclasses
-import json
 from typing import Any
 
 from msmt_tf import errors
@@ -61,9 +60,6 @@ class ConfigBase:
 
     def to_dict(self):
         return dataclasses.asdict(self)
-
-    def to_json(self):
-        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
 
     @classmethod
     def from_dict(cls, values, strict=True):

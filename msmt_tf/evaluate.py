@@ -33,10 +33,10 @@ METRICS_FILE = "metrics.json"
 
 
 def _load_for_inference(run_dir, checkpoint):
-    # Imported here so tests can monkeypatch ``msmt_tf.training.restore.load_for_inference``.
-    from msmt_tf.training import restore
+    # Imported here so tests can monkeypatch ``msmt_tf.inference.load_for_inference``.
+    from msmt_tf import inference
 
-    return restore.load_for_inference(run_dir=run_dir, checkpoint=checkpoint)
+    return inference.load_for_inference(run_dir=run_dir, checkpoint=checkpoint)
 
 
 def _data_config(run_data_cfg):

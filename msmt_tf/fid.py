@@ -16,12 +16,12 @@ Each PATH is one of:
     quantised to uint8 as a saved PNG would be (``--quantize``) and fed straight to the
     Inception -- no PNG round trip. With ``--captions=test`` and the same seed and count
     these are exactly the images ``python -m msmt_tf.evaluate`` scores
-    (``msmt_tf.evaluation.generation``).
+    (``msmt_tf.evaluation.generation``, over the one inference path ``msmt_tf.inference``).
 
 The FID is printed as the last line (``FID: <value>``), KID (when both sources give
 features, i.e. not for a ``.npz``) on the line before. ``--save_stats`` saves the statistics
 of PATH_A (TTUR format). Weights come from ``--inception_weights`` or the cache (see
-``msmt_tf.evaluation.inception_weights``); ``--inception_graph`` uses the official graph
+``msmt_tf.models.inception_weights``); ``--inception_graph`` uses the official graph
 instead and enables ``--inception_score``.
 """
 
@@ -158,12 +158,13 @@ def _caption_file_tokens(path, vocab, words_num):
 def generator_source(path, config, stream=None):
     """Loads the run/checkpoint at ``path``; returns ``(uint8 batches, count, info)``.
 
-    The batches are ``generation.generated_uint8`` of the run's EMA generator on
-    ``config.num_images`` captions from ``config.captions`` with ``config.seed``.
+    The batches are ``generation.generated_batches`` of the run's EMA generator on
+    ``config.num_images`` captions from ``config.captions`` with ``config.seed``, quantised by
+    ``inference.quantize``.
     """
+    from msmt_tf import inference
     from msmt_tf.evaluation import generation
     from msmt_tf.evaluation.fid import FIDError
-    from msmt_tf.training import restore
 
     stream = stream or sys.stderr
     if config.captions not in CAPTION_SPLITS and not os.path.isfile(config.captions):
@@ -171,10 +172,10 @@ def generator_source(path, config, stream=None):
             f"--captions={config.captions}: not 'test', 'train' or an existing caption file."
         )
     if os.path.isdir(path) and os.path.isfile(os.path.join(path, RUN_CONFIG_FILE)):
-        loaded = restore.load_for_inference(run_dir=path)
+        loaded = inference.load_for_inference(run_dir=path)
     else:
         prefix = path[: -len(".index")] if path.endswith(".index") else path
-        loaded = restore.load_for_inference(checkpoint=prefix)
+        loaded = inference.load_for_inference(checkpoint=prefix)
     data_cfg = loaded.configs.data
     if config.data_dir:
         data_cfg = data_cfg.replace(data_dir=config.data_dir)
@@ -203,9 +204,10 @@ def generator_source(path, config, stream=None):
         f"{source}, seed {config.seed}, quantize={config.quantize}",
         file=stream,
     )
-    batches = generation.generated_uint8(
-        loaded.generator, loaded.text_encoder, tokens, config.batch_size, config.seed,
-        quantize_mode=config.quantize,
+    batches = (
+        inference.quantize(images, config.quantize)
+        for images, _, _ in generation.generated_batches(
+            loaded.generator, loaded.text_encoder, tokens, config.batch_size, config.seed)
     )
     info = {
         "checkpoint": loaded.checkpoint,
@@ -223,7 +225,7 @@ def compute(paths, config, stream=None):
     """Library entry: returns a dict with ``fid``, optional ``kid``/``is`` and the stats."""
     from msmt_tf.evaluation import fid as fid_lib
     from msmt_tf.evaluation import inception_score as is_lib
-    from msmt_tf.evaluation import inception_weights
+    from msmt_tf.models import inception_weights
     from msmt_tf.evaluation import kid as kid_lib
 
     stream = stream or sys.stdout

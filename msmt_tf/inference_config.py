@@ -50,8 +50,9 @@ class SampleConfig(_RunSource):
     num_per_caption: int = option(4, "Images per caption (different noise).", lower=1)
     seed: int = option(
         0, "Seed of the noise and conditioning-augmentation noise: the same seed gives the same "
-        "images (image j of caption i uses row i * num_per_caption + j of the seeded noise, as "
-        "the SavedModel's generate_seeded).")
+        "images (image j of caption i draws stateless_normal(seed=[seed, i + j * 2**32]); the "
+        "first samples are the images of evaluate --eval_seed and the SavedModel's "
+        "generate_seeded for the same captions).")
     out: Optional[str] = option(
         None, "Output directory (created); default <run_dir>/samples.")
     stages: bool = option(False, "Also write the images of the intermediate stages.")

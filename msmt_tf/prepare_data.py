@@ -19,24 +19,35 @@ from msmt_tf import configlib
 from msmt_tf.cli import entry, flagutil
 from msmt_tf.data import attngan_format, dataset, folder
 from msmt_tf.data.config import DataConfig
-from msmt_tf.data.errors import DataError
-from msmt_tf.data.vocabulary import Vocabulary
+from msmt_tf.models.config import ModelConfig
+from msmt_tf.training.config import TrainConfig
 
-flagutil.define_flags(DataConfig)
+FLAGS = flags.FLAGS
+
+
+def define_config_flags(flag_values=FLAGS):
+    """The config flags of this entry point: ``DataConfig``'s and those of other configs that the
+    data flagfiles (``flags/cub.flags``, ...) set: ``--seed`` draws a custom folder's split,
+    ``--base_size``/``--stages``/``--deterministic`` are accepted and unused here."""
+    flagutil.define_flags(DataConfig, flag_values)
+    flagutil.define_flags(ModelConfig, flag_values, group="model", fields=("base_size", "stages"))
+    flagutil.define_flags(TrainConfig, flag_values, group="train", fields=("seed", "deterministic"))
+
+
+define_config_flags()
 flags.DEFINE_bool("tfrecord", False, "Also write sharded TFRecords of both splits.")
 flags.DEFINE_string("vocab_from", None,
                     "folder only: reuse the vocabulary of this captions.pickle (e.g. the one a "
                     "released text encoder was trained with) instead of building one.")
 flags.DEFINE_integer("tfrecord_shard_size", 1000, "Examples per TFRecord shard.", lower_bound=1)
 
-FLAGS = flags.FLAGS
 
-
-def prepare(cfg, tfrecord=False, vocab_from=None, shard_size=1000):
-    """Library entry: prepares the data of ``cfg``; returns a summary dict."""
+def prepare(cfg, tfrecord=False, vocab_from=None, shard_size=1000, seed=0):
+    """Library entry: prepares the data of ``cfg``; returns a summary dict. ``seed`` (``--seed``)
+    draws the train/test split of a custom folder."""
     if cfg.dataset == "folder":
-        vocab = load_vocab(vocab_from) if vocab_from else None
-        folder.prepare_folder(cfg, vocab=vocab)
+        vocab = attngan_format.load_vocabulary(vocab_from, "--vocab_from") if vocab_from else None
+        folder.prepare_folder(cfg, seed, vocab=vocab)
     elif vocab_from:
         raise configlib.ConfigError("--vocab_from is only used with --dataset=folder.")
     data_dir = dataset.ensure_dataset(cfg)
@@ -59,21 +70,11 @@ def prepare(cfg, tfrecord=False, vocab_from=None, shard_size=1000):
     return summary
 
 
-def load_vocab(path):
-    """The vocabulary of a captions.pickle (a file, or a directory holding one)."""
-    if os.path.isdir(path):
-        path = os.path.join(path, attngan_format.CAPTIONS_PICKLE)
-    data = attngan_format.read_pickle(path, "vocabulary pickle", "(--vocab_from)")
-    try:
-        return Vocabulary(data[2], data[3])
-    except (IndexError, KeyError, TypeError, ValueError) as e:
-        raise DataError(f"{path}: not an AttnGAN captions.pickle ({e}) (--vocab_from).") from None
-
-
 def main(argv):
-    del argv
+    entry.no_arguments(argv)
     cfg = flagutil.from_flags(DataConfig)
-    summary = prepare(cfg, FLAGS.tfrecord, FLAGS.vocab_from, FLAGS.tfrecord_shard_size)
+    seed = TrainConfig(seed=FLAGS.seed).seed  # checked by the config that owns it
+    summary = prepare(cfg, FLAGS.tfrecord, FLAGS.vocab_from, FLAGS.tfrecord_shard_size, seed=seed)
     for k, v in summary.items():
         print(f"{k}: {v}")
 

@@ -1,4 +1,4 @@
-"""Images from your own captions: encoding, seeded noise, generation and the PNG files.
+"""Images from your own captions: encoding, generation and the PNG files.
 
 The library behind ``python -m msmt_tf.sample``:
 
@@ -8,34 +8,33 @@ The library behind ``python -m msmt_tf.sample``:
   rejects them, and a caption with no known word is always an error naming it. Messages show
   at most ``QUOTE_LIMIT`` characters of a caption and ``WORDS_LIMIT`` of a word list
   (``shorten``), so a message stays one short line whatever the caption.
-* ``seeded_noise(seed, rows, z_dim, condition_dim)``: row ``r`` is
-  ``tf.random.stateless_normal([z_dim + condition_dim], seed=[seed, r])`` split into the noise
-  ``z`` and the conditioning-augmentation noise ``eps``. Rows do not depend on each other, so
-  the images do not depend on the batch size, and the SavedModel's ``generate_seeded`` (which
-  calls this function inside its graph) gives the same images for the same seed.
 * ``generate(inference, captions, ...)``: the EMA generator and the DAMSM text encoder of a
-  run loaded by ``training.restore.load_for_inference``, BN in inference mode.
+  run loaded by ``inference.load_for_inference``, through the one inference path
+  (``inference.generate_batches``): image ``j`` of caption ``i`` draws
+  ``inference.seeded_noise(seed, i, j)``, so it depends neither on the batch size, nor on the
+  other captions, nor on ``num_per_caption``; sample 0 of caption ``i`` is the image the
+  evaluation and the SavedModel's ``generate_seeded`` draw for caption index ``i`` and the
+  same seed.
 * ``write_samples(samples, out_dir)``: one PNG per image at the final stage
   (``caption{i:03d}_sample{j:02d}.png``), ``contact_sheet.png`` (a row per caption with the
   caption printed under it), ``samples.json``; optionally the intermediate stages
   (``..._stage{k}.png``) and the attention/addressing maps (``..._maps.png``).
 * ``sample_run(cfg)``: all of the above for a ``SampleConfig``.
 
-Images are quantised as the evaluation does (``evaluator.quantize``, "truncate":
-``uint8((x + 1) * 127.5)``, DM-GAN's PNG saving).
+Images are quantised by ``inference.quantize`` ("truncate": ``uint8((x + 1) * 127.5)``,
+DM-GAN's PNG saving), as in the evaluation and the SavedModel.
 """
 
 import dataclasses
 import json
 import os
-import weakref
 from typing import List
 
 import numpy as np
-import tensorflow as tf
 
 from msmt_tf import errors
 from msmt_tf.data import vocabulary as vocab_lib
+from msmt_tf.inference import NOISE_RULE, QUANTIZE_RULES, generate_batches, quantize
 from msmt_tf.training.logger import wrap_text
 
 SHEET_FILE = "contact_sheet.png"
@@ -132,23 +131,6 @@ def encode_captions(vocab, captions, words_num, unknown="drop"):
                            truncated=truncated, words=kept_words)
 
 
-def seeded_noise(seed, rows, z_dim, condition_dim, first_row=0):
-    """``(z [rows, z_dim], eps [rows, condition_dim])`` float32, row ``r`` from
-    ``stateless_normal([z_dim + condition_dim], seed=[seed, first_row + r])``.
-
-    Graph-compatible (``seed``, ``rows`` and ``first_row`` may be tensors); used by
-    ``generate`` and inside the SavedModel's ``generate_seeded``.
-    """
-    seed = tf.cast(seed, tf.int64)
-    index = tf.range(rows, dtype=tf.int64) + tf.cast(first_row, tf.int64)
-    seeds = tf.stack([tf.fill(tf.shape(index), seed), index], axis=1)
-    width = z_dim + condition_dim
-    draws = tf.map_fn(lambda s: tf.random.stateless_normal([width], seed=s, dtype=tf.float32),
-                      seeds, fn_output_signature=tf.TensorSpec([width], tf.float32))
-    draws = tf.reshape(draws, [-1, width])
-    return draws[:, :z_dim], draws[:, z_dim:]
-
-
 @dataclasses.dataclass
 class Samples:
     """Generated images. Image ``j`` of caption ``i`` is row ``i * num_per_caption + j``.
@@ -176,43 +158,17 @@ class Samples:
         return self.images[-1]
 
 
-# generator -> text_encoder -> words_num -> traced forward: one trace per pair of networks,
-# reused by every call of ``generate``. Weak keys, and weak references inside the function, so
-# the cache keeps no network alive.
-_FORWARD = weakref.WeakKeyDictionary()
-
-
-def _forward_fn(text_encoder, generator, words_num):
-    per_encoder = _FORWARD.setdefault(generator, weakref.WeakKeyDictionary())
-    cache = per_encoder.setdefault(text_encoder, {})
-    if words_num not in cache:
-        generator_ref, text_encoder_ref = weakref.ref(generator), weakref.ref(text_encoder)
-
-        @tf.function(input_signature=[
-            tf.TensorSpec([None, words_num], tf.int32),
-            tf.TensorSpec([None, int(generator.z_dim)], tf.float32),
-            tf.TensorSpec([None, int(generator.condition_dim)], tf.float32)])
-        def forward(ids, noise, eps):
-            words, sentence = text_encoder_ref()(ids, training=False)
-            return generator_ref()({"noise": noise, "sentence": sentence, "words": words,
-                                    "mask": tf.not_equal(ids, 0), "ca_eps": eps},
-                                   training=False)
-
-        cache[words_num] = forward
-    return cache[words_num]
-
-
 def generate(inference, captions, num_per_caption=1, seed=0, unknown="drop", stages=False,
              maps=False, batch_size=16):
     """Generates ``num_per_caption`` images for each caption.
 
     Args:
-        inference: ``training.restore.Inference`` (``generator`` = the EMA generator as
+        inference: ``inference.Inference`` (``generator`` = the EMA generator as
             ``load_for_inference`` loads it by default, ``text_encoder``, ``vocab``,
             ``configs.data.words_num``).
         captions: list of caption strings.
         num_per_caption: images per caption.
-        seed: noise seed (``seeded_noise``): same seed, same images.
+        seed: noise seed (``inference.seeded_noise``): same seed, same images.
         unknown: "drop" or "error" (see ``encode_captions``).
         stages: keep the images of every stage, not only the last.
         maps: keep the attention/addressing maps of the refinement stages.
@@ -227,44 +183,21 @@ def generate(inference, captions, num_per_caption=1, seed=0, unknown="drop", sta
         raise SamplingError(f"batch_size={batch_size}: must be >= 1.")
     words_num = int(inference.configs.data.words_num)
     encoded = encode_captions(inference.vocab, captions, words_num, unknown=unknown)
-    generator = inference.generator
-    ids = np.repeat(encoded.ids, num_per_caption, axis=0)
-    total = len(ids)
-    z_dim, c_dim = int(generator.z_dim), int(generator.condition_dim)
-    forward = _forward_fn(inference.text_encoder, generator, words_num)
-    images, attention, num_stages = None, None, 0
-    for start in range(0, total, batch_size):
-        chunk = ids[start : start + batch_size]
-        noise, eps = seeded_noise(seed, len(chunk), z_dim, c_dim, first_row=start)
-        out = forward(tf.constant(chunk), noise, eps)
-        stage_images = [np.asarray(x, np.float32) for x in out["images"]]
-        num_stages = len(stage_images)
-        if not stages:
-            stage_images = stage_images[-1:]
-        if images is None:
-            images = [[] for _ in stage_images]
-            attention = [[] for _ in out["attention"]]
-        for k, x in enumerate(stage_images):
-            images[k].append(x)
-        if maps:
-            for k, a in enumerate(out["attention"]):
-                attention[k].append(np.asarray(a, np.float32))
-    indices = list(range(num_stages)) if stages else [num_stages - 1]
+    n, k = len(encoded.captions), int(num_per_caption)
+    batches = list(generate_batches(
+        inference.text_encoder, inference.generator, np.repeat(encoded.ids, k, axis=0), seed,
+        batch_size, caption_index=np.repeat(np.arange(n), k),
+        sample_index=np.tile(np.arange(k), n), stages=stages, maps=maps))
     return Samples(
-        encoded=encoded, num_per_caption=int(num_per_caption), seed=int(seed),
-        images=[np.concatenate(x) for x in images], stage_indices=indices,
-        attention=[np.concatenate(a) for a in attention] if maps else [])
+        encoded=encoded, num_per_caption=k, seed=int(seed),
+        images=[np.concatenate(x) for x in zip(*(b.images for b in batches))],
+        stage_indices=batches[0].stage_indices,
+        attention=[np.concatenate(a) for a in zip(*(b.attention for b in batches))])
 
 
 # ---------------------------------------------------------------------- files
 def image_name(caption_index, sample_index, suffix=""):
     return f"caption{caption_index:03d}_sample{sample_index:02d}{suffix}.png"
-
-
-def _to_uint8(images):
-    from msmt_tf.evaluation.evaluator import quantize
-
-    return quantize(images, "truncate")
 
 
 def _font():
@@ -287,7 +220,7 @@ def contact_sheet(samples, pad=2):
     """uint8 ``[H, W, 3]``: a row of images per caption, the caption wrapped under the row."""
     from PIL import Image, ImageDraw
 
-    images = _to_uint8(samples.final)
+    images = quantize(samples.final)
     k = samples.num_per_caption
     n = len(samples.encoded.captions)
     size = images.shape[1]
@@ -328,7 +261,7 @@ def attention_sheet(samples, row, stage_images=None, pad=2):
     length = int(enc.lengths[caption])
     words = enc.words[caption]
     size = max(samples.final.shape[1], MIN_TILE)
-    final = _resize(_to_uint8(samples.final[row]), size, Image.NEAREST)
+    final = _resize(quantize(samples.final[row]), size, Image.NEAREST)
     font = _font()
     asc, desc = font.getmetrics()
     line_h = asc + desc + 1
@@ -340,7 +273,7 @@ def attention_sheet(samples, row, stage_images=None, pad=2):
         y = pad + k * (size + line_h + pad)
         base = final
         if stage_images is not None and k + 1 < len(stage_images):
-            base = _resize(_to_uint8(stage_images[k + 1][row]), size, Image.NEAREST)
+            base = _resize(quantize(stage_images[k + 1][row]), size, Image.NEAREST)
         sheet.paste(Image.fromarray(base), (pad, y))
         draw.text((pad, y + size + 1), f"stage {k + 1}", fill=(0, 0, 0), font=font)
         a = maps[row][..., :length]
@@ -371,14 +304,14 @@ def write_samples(samples, out_dir, record=None):
     os.makedirs(out_dir, exist_ok=True)
     k = samples.num_per_caption
     paths = []
-    final = _to_uint8(samples.final)
+    final = quantize(samples.final)
     stage_images = samples.images if len(samples.images) > 1 else None
     for row in range(len(final)):
         i, j = divmod(row, k)
         paths.append(_save(final[row], os.path.join(out_dir, image_name(i, j))))
         if stage_images is not None:
             for s, images in zip(samples.stage_indices[:-1], samples.images[:-1]):
-                paths.append(_save(_to_uint8(images[row]),
+                paths.append(_save(quantize(images[row]),
                                    os.path.join(out_dir, image_name(i, j, f"_stage{s}"))))
         if samples.attention:
             paths.append(_save(attention_sheet(samples, row, stage_images),
@@ -389,9 +322,8 @@ def write_samples(samples, out_dir, record=None):
         "seed": samples.seed,
         "num_per_caption": k,
         "image_size": int(final.shape[1]),
-        "noise": "row i * num_per_caption + j: tf.random.stateless_normal([z_dim + "
-                 "condition_dim], seed=[seed, row]) = [z | ca_eps]",
-        "quantize": "uint8((x + 1) * 127.5), truncated",
+        "noise": NOISE_RULE,
+        "quantize": QUANTIZE_RULES["truncate"],
         "captions": [
             {"index": i, "text": enc.captions[i], "ids": [int(v) for v in enc.ids[i] if v],
              "unknown_dropped": enc.unknown[i], "truncated": enc.truncated[i],
@@ -433,7 +365,7 @@ def sample_run(cfg, load=None):
     """
     captions = read_captions(cfg)
     if load is None:
-        from msmt_tf.training.restore import load_for_inference as load
+        from msmt_tf.inference import load_for_inference as load
     inference = load(run_dir=cfg.run_dir, checkpoint=cfg.checkpoint, which=cfg.which)
     samples = generate(inference, captions, num_per_caption=cfg.num_per_caption, seed=cfg.seed,
                        unknown=cfg.unknown, stages=cfg.stages, maps=cfg.maps,

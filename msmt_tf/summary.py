@@ -10,7 +10,8 @@ from absl import flags
 from msmt_tf.cli import common, entry
 
 common.define_all_flags()
-flags.DEFINE_integer("vocab_size", 5450, "Vocabulary size for the text encoder (CUB: 5,450).")
+flags.DEFINE_integer("vocab_size", 5450, "Vocabulary size for the text encoder (CUB: 5,450).",
+                     lower_bound=1)
 flags.DEFINE_bool("image_encoder", True, "Also build and count the DAMSM image encoder.")
 FLAGS = flags.FLAGS
 
@@ -25,7 +26,7 @@ def summary_text(cfg, vocab_size, with_image_encoder=True):
 
 
 def main(argv):
-    del argv
+    entry.no_arguments(argv)
     cfg = common.configs_from_flags().model
     print(summary_text(cfg, FLAGS.vocab_size, FLAGS.image_encoder))
 

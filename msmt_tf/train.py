@@ -13,7 +13,7 @@ common.define_all_flags()
 
 
 def main(argv):
-    del argv
+    entry.no_arguments(argv)
     from msmt_tf.training import runner
 
     configs = common.configs_from_flags()

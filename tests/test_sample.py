@@ -13,12 +13,12 @@ import tensorflow as tf
 from absl import flags
 from PIL import Image
 
-from msmt_tf import errors
+from msmt_tf import errors, inference
 from msmt_tf import sample as sample_cli
 from msmt_tf import sampling
 from msmt_tf.data import pipeline
 from msmt_tf.data.vocabulary import Vocabulary
-from msmt_tf.evaluation.evaluator import quantize
+from msmt_tf.inference import quantize
 from msmt_tf.testing.tiny_run import VOCAB_WORDS, WORDS_NUM
 from msmt_tf.training import checkpointing
 
@@ -61,15 +61,20 @@ def test_unknown_error_policy_and_captions_without_known_words():
         sampling.encode_captions(VOCAB, [], WORDS_NUM)
 
 
-def test_seeded_noise_rows_are_independent_of_the_batch():
-    z, eps = sampling.seeded_noise(7, 5, 8, 6)
+def test_seeded_noise_is_one_stateless_draw_per_caption_and_sample():
+    z, eps = inference.seeded_noise(7, [0, 1, 2, 3, 4], z_dim=8, condition_dim=6)
     assert z.shape == (5, 8) and eps.shape == (5, 6)
-    z2, eps2 = sampling.seeded_noise(7, 2, 8, 6, first_row=3)
-    np.testing.assert_array_equal(z[3:], z2)
+    z2, eps2 = inference.seeded_noise(7, [3, 4], z_dim=8, condition_dim=6)
+    np.testing.assert_array_equal(z[3:], z2)  # a row depends on its own index only
     np.testing.assert_array_equal(eps[3:], eps2)
+    # The rule written out: [z | ca_eps] = stateless_normal([Z + C], seed=[seed, i + j * 2**32]).
     row = tf.random.stateless_normal([14], seed=tf.constant([7, 4], tf.int64))
     np.testing.assert_array_equal(np.concatenate([z[4], eps[4]]), row)
-    assert not np.allclose(z, sampling.seeded_noise(8, 5, 8, 6)[0])
+    zj, ej = inference.seeded_noise(7, [4, 4], [0, 2], z_dim=8, condition_dim=6)
+    np.testing.assert_array_equal(zj[0], z[4])  # sample 0 is the caption's default draw
+    row = tf.random.stateless_normal([14], seed=tf.constant([7, 4 + 2 * 2**32], tf.int64))
+    np.testing.assert_array_equal(np.concatenate([zj[1], ej[1]]), row)
+    assert not np.allclose(z, inference.seeded_noise(8, range(5), z_dim=8, condition_dim=6)[0])
 
 
 # ---------------------------------------------------------------------- generation
@@ -91,14 +96,17 @@ def test_generate_is_seeded_and_matches_the_eager_generator(tiny_inference):
     np.testing.assert_allclose(s.final, again.final, atol=1e-5)  # batch size changes nothing
     assert np.abs(s.final - other.final).max() > 1e-2
     assert s.encoded.unknown == [[], ["zzz"]]
-    # Row i * K + j: caption i, seeded-noise row i * K + j, through the eager networks.
+    # Row i * K + j: caption i, the noise of (caption i, sample j), through the eager networks.
     ids = np.repeat(s.encoded.ids, 2, axis=0)
-    z, eps = sampling.seeded_noise(5, 4, 8, 6)
+    z, eps = inference.seeded_noise(5, [0, 0, 1, 1], [0, 1, 0, 1], z_dim=8, condition_dim=6)
     words, sentence = tiny_inference.text_encoder(ids, training=False)
     out = tiny_inference.generator({"noise": z, "sentence": sentence, "words": words,
                                     "mask": ids != 0, "ca_eps": eps}, training=False)
     np.testing.assert_allclose(s.final, out["images"][-1], atol=1e-5)
     assert np.abs(s.final[0] - s.final[1]).max() > 1e-2  # two samples of one caption differ
+    # More samples per caption keep the earlier ones (sample j of caption i: its own noise).
+    three = sampling.generate(tiny_inference, captions, num_per_caption=3, seed=5)
+    np.testing.assert_allclose(three.final[[0, 1, 3, 4]], s.final, atol=1e-5)
 
 
 def test_stages_and_maps(tiny_inference):
@@ -111,17 +119,15 @@ def test_stages_and_maps(tiny_inference):
 
 
 # ---------------------------------------------------------------------- the CLI
-def _run_cli(args, monkeypatch, inference=None):
+def _run_cli(args, monkeypatch, loaded=None):
     """Runs ``sample.main`` with private flag values; optionally reuses a loaded run."""
     calls = []
-    if inference is not None:
-        from msmt_tf.training import restore
-
+    if loaded is not None:
         def load(run_dir=None, checkpoint=None, which="latest"):
             calls.append((run_dir, checkpoint, which))
-            return inference
+            return loaded
 
-        monkeypatch.setattr(restore, "load_for_inference", load)
+        monkeypatch.setattr(inference, "load_for_inference", load)
     fv = flags.FlagValues()
     sample_cli.define_flags(fv)
     fv(["sample", *args])

@@ -14,7 +14,7 @@
 * absl's ``--verbosity`` sets the Python log level (absl's handler on the root logger; -1
   warnings only, 0 info (the default), 1 debug), and TensorFlow's C++ log lines are hidden
   unless ``--verbosity >= 1`` (``msmt_tf.cli.tflog``); ``onednn=True`` switches on oneDNN
-  (``msmt_tf.cli.onednn``). Both happen before ``main`` runs, so before TensorFlow is imported.
+  (``msmt_tf.training.onednn``). Both happen before ``main`` runs, so before TensorFlow is imported.
 """
 
 import inspect
@@ -24,7 +24,8 @@ import sys
 from absl import app, flags
 
 from msmt_tf import errors
-from msmt_tf.cli import flagfiles, flagutil, onednn, tflog
+from msmt_tf.cli import flagfiles, flagutil, tflog
+from msmt_tf.training import onednn
 
 FLAGS = flags.FLAGS
 ERROR_PREFIX = "Error: "
@@ -55,6 +56,13 @@ def user_error_message(exc):
     if isinstance(exc, SystemExit) and isinstance(exc.code, str):  # sys.exit("message")
         return exc.code
     return None
+
+
+def no_arguments(argv):
+    """Refuses positional arguments (``train flags/x.flags`` without ``--flagfile=``)."""
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments {argv[1:]}; use flags (--flagfile=FILE, "
+                             "--preset=NAME, --help).")
 
 
 def fail(message):
@@ -202,7 +210,7 @@ def prepare_environment(verbosity, use_onednn=False):
 def run(main, argv=None, onednn=False):
     """``absl.app.run(main)`` with the behaviour described in the module docstring.
 
-    ``onednn=True`` enables TensorFlow's oneDNN kernels (``msmt_tf.cli.onednn``) before
+    ``onednn=True`` enables TensorFlow's oneDNN kernels (``msmt_tf.training.onednn``) before
     ``main`` runs.
     """
     define_flags()

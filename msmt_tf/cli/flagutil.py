@@ -3,8 +3,10 @@
 ``define_flags(ConfigClass)`` defines one absl flag per dataclass field (name, default, help,
 choices all come from the dataclass; ``--help`` lists them under the class's group, see
 ``group_module``), and ``from_flags(ConfigClass)`` builds the frozen,
-validated object from the parsed flags. Several config classes may share a field name (for
-example ``seed``); the flag is defined once and feeds every class that has the field.
+validated object from the parsed flags. Configs of one entry point do not share field names:
+a field has one owner, and a flag feeds the one config that has the field (``TrainConfig``,
+``SampleConfig`` and the FID tool's config each have a ``seed``, but no entry point defines two
+of them).
 """
 
 import dataclasses
@@ -47,16 +49,21 @@ def group_module(group):
     return group + GROUP_SUFFIX
 
 
-def define_flags(config_cls, flag_values=FLAGS, group=None):
-    """Defines an absl flag for each field of ``config_cls`` not yet defined.
+def define_flags(config_cls, flag_values=FLAGS, group=None, fields=None):
+    """Defines an absl flag for each field of ``config_cls`` not yet defined (only those named
+    in ``fields`` if given).
 
     The flags are listed under ``group`` (default ``group_name(config_cls)``) in ``--help``.
     """
     hints = typing.get_type_hints(config_cls)
     module = group_module(group or group_name(config_cls))
     kw = {"flag_values": flag_values, "module_name": module}
+    known = {f.name for f in dataclasses.fields(config_cls)}
+    unknown = sorted(set(fields or ()) - known)
+    if unknown:
+        raise ValueError(f"{config_cls.__name__} has no fields {unknown}.")
     for f in dataclasses.fields(config_cls):
-        if f.name in flag_values:
+        if f.name in flag_values or (fields is not None and f.name not in fields):
             continue
         tp, _ = _base_type(hints[f.name])
         help_text = f.metadata.get("help", f.name)

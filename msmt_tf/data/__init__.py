@@ -10,11 +10,12 @@ from msmt_tf.data.errors import DataError
 from msmt_tf.data.vocabulary import Vocabulary, tokenize
 
 
-def make_dataset(cfg, split, batch_size, training, seed=None):
+def make_dataset(cfg, split, batch_size, training, *, image_sizes, seed=None):
     """See ``msmt_tf.data.pipeline.make_dataset``."""
     from msmt_tf.data import pipeline
 
-    return pipeline.make_dataset(cfg, split, batch_size, training, seed=seed)
+    return pipeline.make_dataset(cfg, split, batch_size, training, image_sizes=image_sizes,
+                                 seed=seed)
 
 
 __all__ = ["DataConfig", "DataError", "Split", "Vocabulary", "ensure_dataset", "load_split",

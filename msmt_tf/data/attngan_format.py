@@ -230,6 +230,19 @@ def load_captions_pickle(root, hint=""):
     return train, test, vocab
 
 
+def load_vocabulary(path, flag):
+    """The ``Vocabulary`` of an AttnGAN ``captions.pickle`` (a file, or a directory holding
+    one), e.g. the one a released text encoder was trained with; ``flag`` names the flag that
+    gave ``path`` in error messages."""
+    if os.path.isdir(path):
+        path = os.path.join(path, CAPTIONS_PICKLE)
+    data = read_pickle(path, "captions pickle", f"({flag})")
+    try:
+        return vocab_lib.Vocabulary(data[2], data[3])
+    except (IndexError, KeyError, TypeError, ValueError) as e:
+        raise DataError(f"{path}: not an AttnGAN captions.pickle ({e}) ({flag}).") from None
+
+
 def load_or_build_captions(root, captions_per_image, hint=""):
     """Reuses ``captions.pickle`` verbatim when present, else builds and writes it."""
     if os.path.isfile(os.path.join(root, CAPTIONS_PICKLE)):

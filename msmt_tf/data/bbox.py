@@ -50,32 +50,33 @@ def load_cub_bboxes(cub_dir):
         if not os.path.isfile(p):
             raise DataError(f"{p}: not found. {hint}")
     names = {}
-    with open(images_txt) as f:
-        for lineno, line in enumerate(f, start=1):
-            parts = line.split()
-            if not parts:
-                continue
-            if len(parts) != 2:
-                raise DataError(f"{images_txt}:{lineno}: expected '<id> <path>', got {line.strip()!r}.")
-            names[parts[0]] = os.path.splitext(parts[1])[0]
+    for lineno, line, parts in _fields(images_txt):
+        if len(parts) != 2:
+            raise DataError(f"{images_txt}:{lineno}: expected '<id> <path>', got {line.strip()!r}.")
+        names[parts[0]] = os.path.splitext(parts[1])[0]
     boxes = {}
-    with open(boxes_txt) as f:
+    for lineno, line, parts in _fields(boxes_txt):
+        try:
+            if len(parts) != 5:
+                raise ValueError
+            vals = [float(v) for v in parts[1:]]
+        except ValueError:
+            raise DataError(
+                f"{boxes_txt}:{lineno}: expected '<id> <x> <y> <w> <h>', got {line.strip()!r}."
+            ) from None
+        if parts[0] not in names:
+            raise DataError(f"{boxes_txt}:{lineno}: image id {parts[0]} is not in {images_txt}.")
+        boxes[names[parts[0]]] = vals
+    return boxes
+
+
+def _fields(path):
+    """``(line number, line, its whitespace-separated fields)`` of each non-blank line."""
+    with open(path) as f:
         for lineno, line in enumerate(f, start=1):
             parts = line.split()
-            if not parts:
-                continue
-            try:
-                if len(parts) != 5:
-                    raise ValueError
-                vals = [float(v) for v in parts[1:]]
-            except ValueError:
-                raise DataError(
-                    f"{boxes_txt}:{lineno}: expected '<id> <x> <y> <w> <h>', got {line.strip()!r}."
-                ) from None
-            if parts[0] not in names:
-                raise DataError(f"{boxes_txt}:{lineno}: image id {parts[0]} is not in {images_txt}.")
-            boxes[names[parts[0]]] = vals
-    return boxes
+            if parts:
+                yield lineno, line, parts
 
 
 def raw_boxes_for(keys, boxes, source):

@@ -1,8 +1,10 @@
 """``DataConfig``: where the data lives, its format, and the input-pipeline settings.
 
-Field name == absl flag name (see ``msmt_tf.cli.flagutil``). Image sizes are
-``base_size * 2**k`` for ``k < stages`` (32/64 for the CPU quickstart defaults; 64/128/256
-in the CUB/COCO flagfiles).
+Field name == absl flag name (see ``msmt_tf.cli.flagutil``). Fields owned by other configs are
+not repeated here: the stage image sizes the pipeline produces are the model's
+(``ModelConfig.image_sizes``, from ``--base_size``/``--stages``), and the seed of the pipeline
+and of a custom folder's split is the run's (``TrainConfig.seed``/``deterministic``); the
+callers pass them in.
 """
 
 import dataclasses
@@ -10,34 +12,10 @@ import os
 from typing import Optional
 
 from msmt_tf import configlib
+from msmt_tf.data import shapes_options
 
 DATASETS = ("shapes", "cub", "coco", "folder")
 PAIRINGS = ("other_class", "next_row")
-
-
-def centre_layout_problem(layout, max_objects):
-    """The message for a centre layout with more than one object, or None (checked by the config
-    and again by ``shapes.generate`` for direct callers)."""
-    if layout == "centre" and max_objects > 1:
-        return (f"--shapes_layout=centre holds one object, but --shapes_max_objects={max_objects}: "
-                "use --shapes_layout=grid (flags/shapes.flags) or --shapes_max_objects=1.")
-    return None
-
-
-def binding_problem(binding, layout, max_objects, shapes, colours):
-    """The message for a ``--shapes_binding`` set that cannot be drawn as configured, or None
-    (checked by the config and again by ``shapes.generate`` for direct callers)."""
-    if not binding:
-        return None
-    if layout != "grid" or max_objects != 2:
-        return (f"--shapes_binding draws exactly two objects in distinct grid cells, but "
-                f"--shapes_layout={layout} --shapes_max_objects={max_objects}: use "
-                "--shapes_layout=grid --shapes_max_objects=2 (flags/shapes_binding.flags).")
-    if len(set(shapes)) < 2 or len(set(colours)) < 2:
-        return (f"--shapes_binding gives the two objects different shapes and colours, but "
-                f"--shapes_names={','.join(shapes)} --shapes_colours={','.join(colours)}: "
-                "give at least two of each.")
-    return None
 
 
 def _words(text):
@@ -58,16 +36,9 @@ class DataConfig(configlib.ConfigBase):
         18, "Caption length in words (WORDS_NUM); longer captions are truncated.", lower=1)
     captions_per_image: int = configlib.option(
         10, "Captions per image (CAPTIONS_PER_IMAGE): 10 for CUB and shapes, 5 for COCO.", lower=1)
-    base_size: int = configlib.option(
-        32, "Image size of the first generator stage.", lower=8)
-    stages: int = configlib.option(
-        2, "Number of generator stages; stage k images are base_size * 2**k pixels.",
-        lower=1, upper=4)
     test_fraction: float = configlib.option(
-        0.1, "Fraction of a custom folder's images put in the test split.", lower=0.0, upper=0.9)
-    seed: int = configlib.option(
-        0, "Seed of the custom-folder train/test split and of the input pipeline when "
-        "--deterministic (or when a seed is passed to make_dataset).", lower=0)
+        0.1, "Fraction of a custom folder's images put in the test split (drawn with --seed).",
+        lower=0.0, upper=0.9)
     shapes_seed: int = configlib.option(
         0, "Seed that generates the synthetic shapes dataset (kept apart from --seed so runs "
         "with different seeds share one dataset).", lower=0)
@@ -133,29 +104,22 @@ class DataConfig(configlib.ConfigBase):
         False, "Keep decoded images in memory after the first epoch.")
     tfrecord_dir: Optional[str] = configlib.option(
         None, "Read sharded TFRecords written by prepare_data --tfrecord from this directory.")
-    deterministic: bool = configlib.option(
-        False, "Deterministic input pipeline seeded with --seed (same seed, same batches).")
     num_parallel_calls: int = configlib.option(
         -1, "Parallel calls of the image map function; -1 = tf.data.AUTOTUNE.", lower=-1)
 
     def validate(self):
         super().validate()
-        problem = (centre_layout_problem(self.shapes_layout, self.shapes_max_objects)
-                   or binding_problem(self.shapes_binding, self.shapes_layout,
-                                      self.shapes_max_objects, self.shapes_name_list,
-                                      self.shapes_colour_list))
-        if self.dataset == "shapes" and problem:
-            raise configlib.ConfigError(problem)
+        if self.dataset == "shapes":
+            problem = shapes_options.problem(self.shapes_layout, self.shapes_max_objects,
+                                             self.shapes_name_list, self.shapes_colour_list,
+                                             self.shapes_binding)
+            if problem:
+                raise configlib.ConfigError(problem)
         if (self.mismatch_swap > 0 and self.mismatch_words.strip() != "auto"
                 and len(set(self.mismatch_word_list)) < 2):
             raise configlib.ConfigError(
                 f"--mismatch_words={self.mismatch_words!r}: give at least two comma-separated "
                 "words to swap, auto, or set --mismatch_swap=0.")
-        if self.dataset == "shapes":
-            from msmt_tf.data.shapes import check_names
-            problem = check_names(self.shapes_name_list, self.shapes_colour_list)
-            if problem:
-                raise configlib.ConfigError(problem)
         if self.num_parallel_calls == 0:
             raise configlib.ConfigError(
                 "--num_parallel_calls=0: use -1 (autotune) or a positive number.")
@@ -174,11 +138,6 @@ class DataConfig(configlib.ConfigBase):
         if self.mismatch_words.strip() == "auto":
             return self.shapes_name_list if self.dataset == "shapes" else ()
         return _words(self.mismatch_words)
-
-    @property
-    def image_sizes(self):
-        """Stage image sizes, lowest resolution first."""
-        return tuple(self.base_size * 2**k for k in range(self.stages))
 
     @property
     def resolved_data_dir(self):

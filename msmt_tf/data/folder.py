@@ -95,13 +95,20 @@ def _classes(files, mode):
     return {key: index[t] for key, t in tops.items()}, names
 
 
+def _key_hash(key, seed):
+    return int(hashlib.sha1(f"{seed}:{key}".encode("utf-8")).hexdigest(), 16)
+
+
 def split_of(key, seed, test_fraction):
-    h = int(hashlib.sha1(f"{seed}:{key}".encode("utf-8")).hexdigest(), 16)
-    return "test" if h / 2.0**160 < test_fraction else "train"
+    return "test" if _key_hash(key, seed) / 2.0**160 < test_fraction else "train"
 
 
-def prepare_folder(cfg, vocab=None):
-    """Converts the custom folder of ``cfg`` into ``<data_dir>/prepared``; returns that path."""
+def prepare_folder(cfg, seed, vocab=None):
+    """Converts the custom folder of ``cfg`` into ``<data_dir>/prepared``; returns that path.
+
+    ``seed`` draws the train/test split (``--seed``, ``TrainConfig.seed``); ``vocab`` (a
+    ``Vocabulary``) is used instead of building one from the captions.
+    """
     data_dir = cfg.resolved_data_dir
     if not os.path.isdir(data_dir):
         raise DataError(f"{data_dir}: folder not found (--data_dir); it should hold images with "
@@ -130,9 +137,9 @@ def prepare_folder(cfg, vocab=None):
     keys = sorted(files)
     splits = {"train": [], "test": []}
     for key in keys:
-        splits[split_of(key, cfg.seed, cfg.test_fraction)].append(key)
+        splits[split_of(key, seed, cfg.test_fraction)].append(key)
     if cfg.test_fraction > 0 and not splits["test"] and len(keys) >= 2:
-        first = min(keys, key=lambda k: hashlib.sha1(f"{cfg.seed}:{k}".encode()).hexdigest())
+        first = min(keys, key=lambda k: _key_hash(k, seed))
         splits["train"].remove(first)
         splits["test"].append(first)
     if not splits["train"]:
@@ -155,7 +162,7 @@ def prepare_folder(cfg, vocab=None):
                               hint=f"(converted from {data_dir})")
     with open(os.path.join(root, FOLDER_MANIFEST), "w") as f:
         json.dump({"source": os.path.abspath(data_dir), "num_train": len(splits["train"]),
-                   "num_test": len(splits["test"]), "seed": cfg.seed,
+                   "num_test": len(splits["test"]), "seed": seed,
                    "test_fraction": cfg.test_fraction, "image_files": files}, f, indent=1,
                   sort_keys=True)
     logger.info("%s: %d train / %d test images, %d classes.", root, len(splits["train"]),

@@ -1,8 +1,10 @@
-"""The tf.data input pipeline: ``make_dataset(cfg, split, batch_size, training, seed)``.
+"""The tf.data input pipeline: ``make_dataset(cfg, split, batch_size, training, image_sizes=,
+seed=)``.
 
-Every element is a dict (B = batch size, W = ``words_num``, S_k = ``base_size * 2**k``)::
+Every element is a dict (B = batch size, W = ``words_num``, S_k = ``image_sizes[k]``, the
+model's stage sizes ``ModelConfig.image_sizes``)::
 
-    images             tuple of ``stages`` float32 [B, S_k, S_k, 3] in [-1, 1], lowest first
+    images             tuple of K float32 [B, S_k, S_k, 3] in [-1, 1], lowest first
     captions           int32 [B, W], zero-padded (0 = '<end>')
     caption_len        int32 [B]   (min(len, W); the caption's real words)
     class_id           int32 [B]
@@ -294,8 +296,7 @@ def _decode(ex):
     return out
 
 
-def _make_augment(cfg, training, swap_ids=()):
-    sizes = cfg.image_sizes
+def _make_augment(cfg, sizes, training, swap_ids=()):
     flip = cfg.random_flip and cfg.dataset != "shapes"
 
     def augment(ex, rnd):
@@ -339,7 +340,7 @@ def _tfrecord_examples(cfg, split, training, seed):
                   deterministic=True if seed is not None else None), meta["num_examples"]
 
 
-def make_dataset(cfg, split, batch_size, training, seed=None):
+def make_dataset(cfg, split, batch_size, training, *, image_sizes, seed=None):
     """Returns a batched ``tf.data.Dataset`` of one epoch of ``split`` (see module docstring).
 
     Args:
@@ -347,13 +348,12 @@ def make_dataset(cfg, split, batch_size, training, seed=None):
         split: "train", "test", or a ``Split`` from ``load_split``.
         batch_size: batch size (Python int).
         training: random crop/flip/word subset, shuffling and ``drop_remainder=True``.
-        seed: int for a deterministic pipeline; default ``cfg.seed`` when
-            ``cfg.deterministic`` else None (nondeterministic).
+        image_sizes: the stage image sizes, lowest first (``ModelConfig.image_sizes``).
+        seed: int for a deterministic pipeline, or None (nondeterministic; a training run
+            passes ``TrainConfig.pipeline_seed``).
     """
     if batch_size < 1:
         raise DataError(f"batch_size={batch_size}: must be >= 1.")
-    if seed is None and cfg.deterministic:
-        seed = cfg.seed
     det = True if seed is not None else None
     parallel = AUTOTUNE if cfg.num_parallel_calls == -1 else cfg.num_parallel_calls
     swap_ids = []
@@ -364,7 +364,7 @@ def make_dataset(cfg, split, batch_size, training, seed=None):
             logger.warning("--mismatch_swap=%g: no --mismatch_words in the vocabulary of "
                            "--dataset=%s (give some): every mismatched caption is another "
                            "image's.", cfg.mismatch_swap, cfg.dataset)
-    augment = _make_augment(cfg, training, swap_ids)
+    augment = _make_augment(cfg, tuple(image_sizes), training, swap_ids)
 
     if cfg.tfrecord_dir:
         name = split.name if isinstance(split, Split) else split

@@ -40,19 +40,16 @@ import numpy as np
 from PIL import Image
 
 from msmt_tf.data import attngan_format as fmt
-from msmt_tf.data.config import binding_problem, centre_layout_problem
+from msmt_tf.data import shapes_options
 from msmt_tf.data.errors import DataError
+from msmt_tf.data.shapes_options import COLOURS, LAYOUTS, SHAPES
 
 logger = logging.getLogger(__name__)
 
-SHAPES = ("circle", "square", "triangle", "diamond", "hexagon", "star", "cross")
-COLOURS = ("red", "green", "blue", "yellow", "purple", "orange", "pink", "cyan", "brown")
 SIZES = ("small", "medium", "large")
 PLAIN_BACKGROUNDS = ("grey", "white", "black", "beige")
 TEXTURED_BACKGROUNDS = ("striped", "checkered", "dotted")
 BACKGROUNDS = PLAIN_BACKGROUNDS + TEXTURED_BACKGROUNDS
-# Object placement: distinct random cells of the 3 x 3 grid, or (one object only) the centre cell.
-LAYOUTS = ("grid", "centre")
 # Grid cell (row, col) -> position words; row 0 is the top, col 0 the left.
 POSITIONS = {
     (0, 0): "top left", (0, 1): "top", (0, 2): "top right",
@@ -326,18 +323,6 @@ def _meta_file_params(params):
     return {k: v for k, v in params.items() if k != "binding" or v}
 
 
-def check_names(shapes, colours):
-    """The message for shape/colour names outside ``SHAPES``/``COLOURS`` (or none given), or
-    None (checked by the config and again by ``generate`` for direct callers)."""
-    for flag, names, known in (("--shapes_names", shapes, SHAPES),
-                               ("--shapes_colours", colours, COLOURS)):
-        unknown = [n for n in names if n not in known]
-        if unknown or not names or len(set(names)) != len(names):
-            return (f"{flag}={','.join(names)}: give distinct names from {','.join(known)}"
-                    + (f" ({', '.join(unknown)} unknown)." if unknown else "."))
-    return None
-
-
 def generate(out_dir, seed, num_train, num_test, size, captions_per_image=10, processes=None,
              chunk_size=250, max_objects=3, textured=0.4, layout="grid", shapes=SHAPES,
              colours=COLOURS, binding=False):
@@ -354,8 +339,7 @@ def generate(out_dir, seed, num_train, num_test, size, captions_per_image=10, pr
         raise DataError(f"--shapes_textured={textured}: must be a probability in [0, 1].")
     if layout not in LAYOUTS:
         raise DataError(f"--shapes_layout={layout!r}: must be one of {', '.join(LAYOUTS)}.")
-    problem = (centre_layout_problem(layout, max_objects) or check_names(shapes, colours)
-               or binding_problem(binding, layout, max_objects, shapes, colours))
+    problem = shapes_options.problem(layout, max_objects, shapes, colours, binding)
     if problem:
         raise DataError(problem)
     names = (tuple(shapes), tuple(colours))

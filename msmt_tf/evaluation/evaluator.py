@@ -8,10 +8,14 @@ be called many times. The protocol (``docs/metrics.md``, "Evaluation protocol"):
   of its captions drawn uniformly by a seeded generator (DM-GAN draws a random caption per
   image too), truncated to its first ``words_num`` words (the evaluation rule of the
   pipeline), encoded by the DAMSM text encoder.
-* Noise ``z ~ N(0, 1)`` and the conditioning-augmentation noise ``ca_eps ~ N(0, 1)`` come from
-  seeded NumPy generators, so the same seed gives the same images; the generator runs with
-  ``training=False`` (BN moving statistics). Captions, noise, generation and quantisation are
-  ``generation.py``, shared with the checkpoint source of ``tools/fid.py``.
+* Noise ``z ~ N(0, 1)`` and the conditioning-augmentation noise ``ca_eps ~ N(0, 1)`` of image
+  ``i`` are ``inference.seeded_noise(seed, i)`` (a stateless draw keyed by ``[seed, i]``), so
+  the same seed gives the same images, whatever the batch size; the generator runs with
+  ``training=False`` (BN moving statistics). Captions and generation are ``generation.py``
+  (shared with the checkpoint source of ``tools/fid.py``) over the one inference path
+  ``msmt_tf.inference`` (also ``python -m msmt_tf.sample`` and the SavedModel's
+  ``generate_seeded``: the same image for the same caption index and seed); quantisation is
+  ``inference.quantize``.
 * The final-stage image in [-1, 1] is quantised to uint8 in memory -- ``truncate``:
   ``uint8((x + 1) * 127.5)`` as DM-GAN's PNG saving, or ``round`` -- and goes into the FID
   Inception (legacy TF1 resize to 299 inside) without a PNG round trip. The R-precision uses
@@ -52,6 +56,7 @@ from msmt_tf.evaluation import generation
 from msmt_tf.evaluation import inception_score as is_lib
 from msmt_tf.evaluation import kid as kid_lib
 from msmt_tf.evaluation import r_precision as rp_lib
+from msmt_tf.inference import NOISE_RULE, QUANTIZE_RULES, quantize
 
 _log = logging.getLogger(__name__)
 
@@ -99,8 +104,6 @@ class _Plan:
         self.adjusted[metric] = f"{need}: {change}"
 
 
-# Re-exported: the generation path lives in ``generation.py`` (shared with tools/fid.py).
-quantize = generation.quantize
 _rng = generation.rng
 _STREAMS = generation.STREAMS
 
@@ -213,7 +216,7 @@ class Evaluator:
     def softmax(self):
         """The official graph's softmax weights (Inception Score), or None."""
         if self._softmax is None and self.eval_cfg.inception_graph:
-            from msmt_tf.evaluation import inception_weights
+            from msmt_tf.models import inception_weights
 
             self._softmax = inception_weights.load_graph_weights(self.eval_cfg.inception_graph)[1]
         return self._softmax
@@ -231,7 +234,7 @@ class Evaluator:
 
     @property
     def image_size(self):
-        return self.data_cfg.image_sizes[-1]
+        return self.model_cfg.image_sizes[-1]
 
     # ------------------------------------------------------------------ real statistics
     def _stats_key(self, num_images):
@@ -271,7 +274,7 @@ class Evaluator:
         n = key["num_images"]
         if os.path.isfile(path):
             try:
-                with np.load(path) as f:
+                with np.load(path, allow_pickle=False) as f:
                     if json.loads(str(f["key"])) == key:
                         _log.info("Real statistics from the cache %s", path)
                         return (f["mu"].astype(np.float64), f["sigma"].astype(np.float64),
@@ -283,7 +286,7 @@ class Evaluator:
         report = _progress_fn(progress, "real test images")
         batch = self.eval_cfg.eval_batch_size
         ds = make_dataset(self.data_cfg, self.split, batch, training=False,
-                          seed=self.eval_cfg.eval_seed)
+                          image_sizes=self.model_cfg.image_sizes, seed=self.eval_cfg.eval_seed)
         chunks, done = [], 0
         for element in ds:
             images = element["images"][-1].numpy()[: n - done]
@@ -364,10 +367,8 @@ class Evaluator:
         """
         num_images, batch_size, seed, metrics = self._resolve(num_images, batch_size, seed, metrics)
         image_idx, _, tokens = self.sample_captions(num_images, seed)
-        batches = generation.generated_batches(
-            generator, self.text_encoder, tokens, batch_size, seed,
-            z_dim=getattr(generator, "z_dim", self.model_cfg.z_dim),
-            condition_dim=getattr(generator, "condition_dim", self.model_cfg.condition_dim))
+        batches = generation.generated_batches(generator, self.text_encoder, tokens,
+                                               batch_size, seed)
         return self._run(batches, image_idx, num_images, batch_size, seed, metrics, progress,
                          save_dir, "generated images")
 
@@ -387,6 +388,7 @@ class Evaluator:
             done = 0
             while done < num_images:
                 ds = make_dataset(self.data_cfg, self.split, batch_size, training=False,
+                                  image_sizes=self.model_cfg.image_sizes,
                                   seed=self.eval_cfg.eval_seed)
                 for element in ds:
                     images = element["images"][-1].numpy()[: num_images - done]
@@ -646,13 +648,12 @@ class Evaluator:
                 "words_num": self.data_cfg.words_num,
                 "truncation": "first words_num words",
             },
-            "noise": "z ~ N(0,1) and ca_eps ~ N(0,1) from seeded NumPy generators",
+            "noise": f"{NOISE_RULE}; evaluation image i is caption i, j = 0",
             "generator": "final stage, training=False",
             "image_size": final_size,
             "quantization": {
                 "mode": cfg.quantize,
-                "formula": "uint8(clip((x + 1) * 127.5))" if cfg.quantize == "truncate"
-                else "uint8(clip(round((x + 1) * 127.5)))",
+                "formula": QUANTIZE_RULES[cfg.quantize],
                 "png_round_trip": False,
             },
             "inception": {

@@ -11,8 +11,8 @@
 
 Any image source plugs in: ``compute_features`` takes an iterable of uint8 (or 0..255 float)
 batches ``[B, H, W, 3]`` -- an image folder (``iter_image_folder``) or batches generated in
-memory from a checkpoint (``generation.generated_uint8``). One deviation from TTUR: the last
-partial batch is used, not dropped (TTUR keeps ``N // batch_size * batch_size`` images).
+memory from a checkpoint (``msmt_tf.fid.generator_source``). One deviation from TTUR: the
+last partial batch is used, not dropped (TTUR keeps ``N // batch_size * batch_size`` images).
 """
 
 import logging
@@ -177,7 +177,7 @@ class FeatureExtractor:
     with the TorchScript fixture (``benchmarks/inception_throughput.py``): BN folded into
     the convs, sibling 1x1 convs merged, no XLA (XLA's CPU convolutions do not use oneDNN
     and were slower), plus oneDNN kernels when the entry point enabled them
-    (``msmt_tf.cli.onednn``).
+    (``msmt_tf.training.onednn``).
 
     Args:
       weights, cache_dir, download: see ``inception_weights.load_fid_weights``.
@@ -193,7 +193,7 @@ class FeatureExtractor:
     ):
         import tensorflow as tf
 
-        from msmt_tf.evaluation import inception_weights
+        from msmt_tf.models import inception_weights
 
         if layer is None:
             layer, self.weights_sha256 = inception_weights.build_fid_inception(

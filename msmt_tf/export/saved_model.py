@@ -11,9 +11,11 @@ image size, W = ``words_num``):
   the CA mean ``mu``: the output is a function of the inputs only, and smooth in ``noise``
   (interpolation works). Also ``serving_default``.
 * ``generate_seeded(captions: string [N], seed: int64 [])`` -> ``images`` uint8: ``z`` and the
-  CA noise of row r are ``stateless_normal([Z + C], seed=[seed, r])`` (``sampling.seeded_noise``),
-  so it equals ``python -m msmt_tf.sample --seed=seed --num_per_caption=1`` on the same captions,
-  and the same seed always gives the same images.
+  CA noise of row r are ``stateless_normal([Z + C], seed=[seed, r])``
+  (``inference.seeded_noise`` of caption index r, sample 0), so row r is the image of
+  ``python -m msmt_tf.sample --seed=seed`` (sample 0 of caption r) and of the evaluation's
+  image r with ``--eval_seed=seed`` for the same caption, and the same seed always gives the
+  same images.
 * ``generate_float(captions, noise: float32 [N, Z], ca_eps: float32 [N, C])`` -> ``images``
   float32 in [-1, 1] before quantisation (full control of both noises; for checks).
 * ``tokenize(captions)`` -> ``ids`` int32 [N, W], ``length`` int32 [N], ``unknown_words``
@@ -43,7 +45,9 @@ its first W known words. No message of these signatures quotes a caption; the on
 errors are ``noise`` / ``ca_eps`` with a row count different from ``captions``
 (``InvalidArgumentError``).
 
-Quantisation is the evaluation's: ``uint8(clip((x + 1) * 127.5, 0, 255))`` truncated. The
+Quantisation is ``inference.quantize`` (as the evaluation and sampling):
+``uint8(clip((x + 1) * 127.5, 0, 255))`` truncated. The forward pass is ``inference.forward_fn``,
+the traced text encoder + generator that sampling and the evaluation run too. The
 ``ConditioningAugmentation`` layer would draw its noise from a stateful ``SeedGenerator`` when
 given none; every endpoint passes ``ca_eps`` explicitly, so the graph holds no RNG state.
 
@@ -59,7 +63,7 @@ import tensorflow as tf
 
 from msmt_tf import errors
 from msmt_tf.export.tokenizer import CaptionTokenizer
-from msmt_tf.sampling import seeded_noise
+from msmt_tf.inference import NOISE_RULE, QUANTIZE_RULES, forward_fn, quantize, seeded_noise
 
 INFO_FILE = os.path.join("assets.extra", "msmt_tf.json")
 SIGNATURES = ("generate", "generate_seeded", "generate_float", "tokenize")
@@ -71,16 +75,11 @@ OUTPUTS = {
     "tokenize": ("ids", "unknown_words") + PER_CAPTION_OUTPUTS,
 }
 BLANK_FLOAT = -1.0  # the image of an invalid caption in generate_float (black)
-BLANK_UINT8 = 0  # ... in generate / generate_seeded: to_uint8(BLANK_FLOAT)
+BLANK_UINT8 = 0  # ... in generate / generate_seeded: quantize(BLANK_FLOAT)
 
 
 class ExportError(errors.UserError, ValueError):
     """The export cannot be written; the message says what to do."""
-
-
-def to_uint8(images):
-    """[-1, 1] -> uint8 as ``evaluator.quantize(mode="truncate")``."""
-    return tf.cast(tf.clip_by_value((images + 1.0) * 127.5, 0.0, 255.0), tf.uint8)
 
 
 def captions_spec():
@@ -95,30 +94,23 @@ def eps_spec(condition_dim):
     return tf.TensorSpec([None, condition_dim], tf.float32, name="ca_eps")
 
 
-def ids_spec(words_num):
-    return tf.TensorSpec([None, words_num], tf.int32, name="ids")
-
-
 class _Endpoints:
     """The endpoint functions over one generator, text encoder and tokenizer."""
 
     def __init__(self, generator, text_encoder, tokenizer):
-        self.generator = generator
-        self.text_encoder = text_encoder
+        # Strong references: ``forward_fn`` holds weak ones only.
+        self.networks = (generator, text_encoder)
         self.tokenizer = tokenizer
         self.z_dim = int(generator.z_dim)
         self.condition_dim = int(generator.condition_dim)
-        # One traced graph of text encoder + generator that every endpoint calls (tracing the
-        # generator once instead of once per endpoint); it sees the valid rows only.
-        self.images = tf.function(self._images, autograph=False, input_signature=[
-            ids_spec(tokenizer.words_num), noise_spec(self.z_dim), eps_spec(self.condition_dim)])
-        self.image_shape = self.images.get_concrete_function().outputs[0].shape[1:]
+        # The one traced graph of text encoder + generator (``inference.forward_fn``, shared
+        # with sampling and the evaluation) that every endpoint calls; it sees the valid rows.
+        self.forward = forward_fn(text_encoder, generator, tokenizer.words_num)
+        self.image_shape = (
+            self.forward.get_concrete_function().structured_outputs["images"][-1].shape[1:])
 
-    def _images(self, ids, noise, ca_eps):
-        words, sentence = self.text_encoder(ids, training=False)
-        out = self.generator({"noise": noise, "sentence": sentence, "words": words,
-                              "mask": tf.not_equal(ids, 0), "ca_eps": ca_eps}, training=False)
-        return out["images"][-1]
+    def images(self, ids, noise, ca_eps):
+        return self.forward(ids, noise, ca_eps)["images"][-1]
 
     @staticmethod
     def _per_caption(tok):
@@ -152,12 +144,13 @@ class _Endpoints:
     def generate(self, captions, noise):
         eps = tf.zeros([tf.shape(noise)[0], self.condition_dim], tf.float32)
         out = self._generate(captions, noise, eps)
-        return dict(out, images=to_uint8(out["images"]))
+        return dict(out, images=quantize(out["images"]))
 
     def generate_seeded(self, captions, seed):
-        noise, eps = seeded_noise(seed, tf.shape(captions)[0], self.z_dim, self.condition_dim)
+        rows = tf.range(tf.shape(captions, out_type=tf.int64)[0])
+        noise, eps = seeded_noise(seed, rows, z_dim=self.z_dim, condition_dim=self.condition_dim)
         out = self._generate(captions, noise, eps)
-        return dict(out, images=to_uint8(out["images"]))
+        return dict(out, images=quantize(out["images"]))
 
     def generate_float(self, captions, noise, ca_eps):
         return self._generate(captions, noise, ca_eps)
@@ -204,7 +197,7 @@ class InferenceModule(tf.Module):
 
 
 def export_saved_model(inference, out_dir, overwrite=False):
-    """Writes the SavedModel of a loaded run (``restore.load_for_inference``) to ``out_dir``.
+    """Writes the SavedModel of a loaded run (``inference.load_for_inference``) to ``out_dir``.
 
     Returns the metadata dict also written to ``assets.extra/msmt_tf.json``.
     """
@@ -234,10 +227,9 @@ def export_saved_model(inference, out_dir, overwrite=False):
         "vocab_size": len(inference.vocab),
         "vocab_sha1": inference.vocab.sha1(),
         "ca_noise": {"generate": "0 (the CA mean)",
-                     "generate_seeded": "stateless_normal([z_dim + condition_dim], "
-                                        "seed=[seed, row]) = [z | ca_eps]",
+                     "generate_seeded": f"{NOISE_RULE}; row r is caption i = r, j = 0",
                      "generate_float": "the ca_eps input"},
-        "quantize": "uint8(clip((x + 1) * 127.5, 0, 255)), truncated",
+        "quantize": QUANTIZE_RULES["truncate"],
         "outputs": {name: list(keys) for name, keys in OUTPUTS.items()},
         "invalid_caption": f"a caption with no vocabulary word (empty included): valid=false, "
                            f"a blank image ({BLANK_UINT8} in uint8, {BLANK_FLOAT} in float); "
@@ -256,6 +248,6 @@ def export_run(cfg, load=None):
     """Library entry of ``python -m msmt_tf.export``: loads the run (EMA generator) and writes
     the SavedModel to ``cfg.out``. Returns the metadata dict."""
     if load is None:
-        from msmt_tf.training.restore import load_for_inference as load
+        from msmt_tf.inference import load_for_inference as load
     inference = load(run_dir=cfg.run_dir, checkpoint=cfg.checkpoint, which=cfg.which)
     return export_saved_model(inference, cfg.out, overwrite=cfg.overwrite)

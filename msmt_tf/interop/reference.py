@@ -31,7 +31,7 @@ encoder whose sizes disagree with the configuration is named with the flags to c
 vocabulary whose size differs from the embedding is an error naming both sizes.
 
 ``convert_reference`` writes a run directory that ``msmt_tf.sample``, ``msmt_tf.evaluate`` and
-``msmt_tf.export`` load through ``msmt_tf.training.restore.load_for_inference``;
+``msmt_tf.export`` load through ``msmt_tf.inference.load_for_inference``;
 ``convert_encoders`` converts the two DAMSM encoders alone into an encoder directory for
 ``--damsm_dir`` (training and evaluating with AttnGAN's released encoders, the paper's protocol).
 """
@@ -49,8 +49,6 @@ import numpy as np
 
 from msmt_tf import errors
 from msmt_tf.data import attngan_format
-from msmt_tf.data.errors import DataError
-from msmt_tf.data.vocabulary import Vocabulary
 from msmt_tf.io import torch_serialization
 
 # Keys present in state dicts written by torch >= 0.4.1 that carry nothing we need.
@@ -82,22 +80,6 @@ def read_state_dict(path, what="state dict"):
     if all(k.startswith("module.") for k in state):
         state = collections.OrderedDict((k[len("module."):], v) for k, v in state.items())
     return state
-
-
-def load_vocabulary(path):
-    """The ``Vocabulary`` of an AttnGAN ``captions.pickle`` (a file or a directory holding one).
-
-    The pickle is ``[train_captions, test_captions, ixtoword, wordtoix]`` (AttnGAN
-    ``datasets.py``); index 0 is ``'<end>'``.
-    """
-    if os.path.isdir(path):
-        path = os.path.join(path, attngan_format.CAPTIONS_PICKLE)
-    data = attngan_format.read_pickle(path, "captions pickle", "(--captions_pickle)")
-    try:
-        return Vocabulary(data[2], data[3])
-    except (IndexError, KeyError, TypeError, ValueError) as e:
-        raise DataError(
-            f"{path}: not an AttnGAN captions.pickle ({e}) (--captions_pickle).") from None
 
 
 def file_sha1(path):
@@ -506,7 +488,7 @@ def _encoder_configs(configs):
 def _read_encoders(configs, text_encoder, image_encoder, captions_pickle):
     """Reads and checks the two encoder files against the configuration and the vocabulary;
     returns ``(vocab, text_state, image_state)`` (nothing built yet)."""
-    vocab = load_vocabulary(captions_pickle)
+    vocab = attngan_format.load_vocabulary(captions_pickle, "--captions_pickle")
     text_state = read_state_dict(text_encoder, f"text encoder {text_encoder}")
     image_state = read_state_dict(image_encoder, f"image encoder {image_encoder}")
     check_text_encoder(text_state, configs.model, len(vocab), source=text_encoder)

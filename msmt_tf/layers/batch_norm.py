@@ -1,4 +1,4 @@
-"""Batch-normalisation and initializer defaults shared by the generator blocks.
+"""Batch-normalisation and initializer defaults shared by the blocks, and seeded initializers.
 
 The references use PyTorch ``BatchNorm`` defaults (eps 1e-5, momentum 0.1, i.e. Keras
 ``momentum=0.9``) and re-initialise every BN weight with N(1, 0.02) and bias 0, and every conv /
@@ -6,6 +6,9 @@ linear weight with ``orthogonal_``: ``nn.BatchNorm2d(n)`` without arguments in
 taoxugit/AttnGAN code/model.py:upBlock and ResBlock (commit 0d000e6), the same in
 MinfengZhu/DM-GAN code/model.py (commit d515995); the initialisation is
 code/miscc/utils.py:weights_init of both. The helpers below are the one place these numbers live.
+
+A layer with a ``seed`` argument seeds its initializers with ``seeded`` and gives each sublayer
+or weight its own ``offset_seed`` (deterministic builds).
 """
 
 import keras
@@ -15,9 +18,25 @@ BN_MOMENTUM = 0.9  # Keras convention: moving = momentum * moving + (1 - momentu
 KERNEL_INITIALIZER = "orthogonal"
 
 
-def gamma_initializer():
+def gamma_initializer(seed=None):
     """N(1, 0.02) as code/miscc/utils.py:weights_init of both references (module docstring)."""
-    return keras.initializers.RandomNormal(mean=1.0, stddev=0.02)
+    return keras.initializers.RandomNormal(mean=1.0, stddev=0.02, seed=seed)
+
+
+def offset_seed(seed, offset):
+    """``seed + offset`` (the seed of a sublayer or weight), or None for an unseeded layer."""
+    return None if seed is None else seed + offset
+
+
+def seeded(initializer, seed):
+    """``keras.initializers.get(initializer)``, given ``seed`` if it takes one and has none."""
+    initializer = keras.initializers.get(initializer)
+    if seed is not None:
+        config = initializer.get_config()
+        if "seed" in config and config["seed"] is None:
+            config["seed"] = seed
+            initializer = type(initializer).from_config(config)
+    return initializer
 
 
 @keras.saving.register_keras_serializable(package="msmt_tf")
@@ -58,13 +77,13 @@ class BatchNorm(keras.layers.BatchNormalization):
         )
 
 
-def batch_norm(name, dtype=None, axis=-1):
+def batch_norm(name, dtype=None, axis=-1, seed=None):
     """A ``BatchNorm`` with the reference epsilon / momentum / init (see module docstring)."""
     return BatchNorm(
         axis=axis,
         momentum=BN_MOMENTUM,
         epsilon=BN_EPSILON,
-        gamma_initializer=gamma_initializer(),
+        gamma_initializer=gamma_initializer(seed),
         name=name,
         dtype=dtype,
     )

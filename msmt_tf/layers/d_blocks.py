@@ -3,7 +3,7 @@
 import keras
 import tensorflow as tf
 
-from msmt_tf.layers.batch_norm import BatchNorm
+from msmt_tf.layers import batch_norm as bn
 from msmt_tf.layers.spectral_norm import SpectralNormConv2D
 
 KINDS = ("dmgan", "attngan")
@@ -106,13 +106,7 @@ class DBlock(keras.layers.Layer):
         self.kind = kind
         self.batch_norm = bool(batch_norm)
         self.negative_slope = float(negative_slope)
-        self.kernel_initializer = keras.initializers.get(kernel_initializer)
-        if seed is not None:
-            # An unseeded initializer gets this layer's seed (deterministic builds).
-            config = self.kernel_initializer.get_config()
-            if "seed" in config and config["seed"] is None:
-                config["seed"] = seed
-                self.kernel_initializer = type(self.kernel_initializer).from_config(config)
+        self.kernel_initializer = bn.seeded(kernel_initializer, seed)
         self.update_in_eval = bool(update_in_eval)
         self.seed = seed
 
@@ -143,15 +137,8 @@ class DBlock(keras.layers.Layer):
                 dtype=self.dtype_policy,
             )
         if self.batch_norm:
-            self.bn = BatchNorm(  # moving statistics averaged over replicas (see BatchNorm)
-                momentum=0.9,
-                epsilon=1e-5,
-                gamma_initializer=keras.initializers.RandomNormal(
-                    1.0, 0.02, seed=None if seed is None else seed + 3
-                ),
-                name="bn",
-                dtype=self.dtype_policy,
-            )
+            # moving statistics averaged over replicas (see BatchNorm)
+            self.bn = bn.batch_norm("bn", dtype=self.dtype_policy, seed=bn.offset_seed(seed, 3))
         else:
             self.bn = None
 

@@ -3,6 +3,7 @@
 import keras
 from keras import ops
 
+from msmt_tf.layers import batch_norm as bn
 from msmt_tf.layers.d_blocks import KINDS, DBlock
 
 OUTPUTS = ("logits", "probability")
@@ -73,13 +74,7 @@ class DiscriminatorLogits(keras.layers.Layer):
         self.conditional = bool(conditional)
         self.kind = kind
         self.output_type = output
-        self.kernel_initializer = keras.initializers.get(kernel_initializer)
-        if seed is not None:
-            # An unseeded initializer gets this layer's seed (deterministic builds).
-            config = self.kernel_initializer.get_config()
-            if "seed" in config and config["seed"] is None:
-                config["seed"] = seed
-                self.kernel_initializer = type(self.kernel_initializer).from_config(config)
+        self.kernel_initializer = bn.seeded(kernel_initializer, seed)
         self.update_in_eval = bool(update_in_eval)
         self.seed = seed
         if self.conditional:
@@ -91,7 +86,7 @@ class DiscriminatorLogits(keras.layers.Layer):
                 batch_norm=kind == "attngan",
                 kernel_initializer=self.kernel_initializer,
                 update_in_eval=self.update_in_eval,
-                seed=None if seed is None else seed + 10,
+                seed=bn.offset_seed(seed, 10),
                 name="joint_conv",
                 dtype=self.dtype_policy,
             )

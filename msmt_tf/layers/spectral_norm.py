@@ -4,6 +4,8 @@ import keras
 import numpy as np
 from keras import ops
 
+from msmt_tf.layers import batch_norm as bn
+
 
 def _l2_normalize(x, epsilon):
     # DM-GAN's l2normalize: x / (||x|| + eps), not x / max(||x||, eps).
@@ -109,13 +111,7 @@ class SpectralNormConv2D(keras.layers.Layer):
         self.strides = self._pair(strides, "strides")
         self.padding = padding
         self.use_bias = bool(use_bias)
-        self.kernel_initializer = keras.initializers.get(kernel_initializer)
-        if seed is not None:
-            # An unseeded initializer gets this layer's seed (deterministic builds).
-            config = self.kernel_initializer.get_config()
-            if "seed" in config and config["seed"] is None:
-                config["seed"] = seed
-                self.kernel_initializer = type(self.kernel_initializer).from_config(config)
+        self.kernel_initializer = bn.seeded(kernel_initializer, seed)
         self.bias_initializer = keras.initializers.get(bias_initializer)
         self.power_iterations = int(power_iterations)
         self.update_in_eval = bool(update_in_eval)
@@ -156,8 +152,7 @@ class SpectralNormConv2D(keras.layers.Layer):
             self.bias = None
         # u/v depend only on W and themselves, so every replica computes the same update:
         # keep the first replica's value under tf.distribute.
-        seed_u = None if self.seed is None else self.seed + 1
-        seed_v = None if self.seed is None else self.seed + 2
+        seed_u, seed_v = bn.offset_seed(self.seed, 1), bn.offset_seed(self.seed, 2)
         self.u = self.add_weight(
             name="u",
             shape=(self.filters,),

@@ -29,9 +29,10 @@ class ModelConfig(configlib.ConfigBase):
     heads: int = option(2, "IMHM refinement heads T per stage (eqs 15-16).", lower=1)
     grid: int = option(4, "SDM grid size h (eq 5): each stage input is split into h x h cells.",
                        lower=1)
-    stages: int = option(2, "Generator stages K; image sizes are base_size * 2**k, k < stages.",
+    stages: int = option(2, "Generator stages K; image sizes are base_size * 2**k, k < stages "
+                         "(the sizes the data pipeline resizes the real images to).",
                          lower=1, upper=4)
-    base_size: int = option(32, "Image size of the first stage.", lower=4)
+    base_size: int = option(32, "Image size of the first generator stage.", lower=8)
     gf_dim: int = option(16, "Generator width N_r (GF_DIM); the initial 4x4 map has 16x this.",
                          lower=1)
     df_dim: int = option(16, "Discriminator width (DF_DIM).", lower=1)
@@ -83,6 +84,7 @@ class ModelConfig(configlib.ConfigBase):
 
     @property
     def image_sizes(self):
+        """Stage image sizes, lowest resolution first (also the data pipeline's)."""
         return tuple(self.base_size * 2**k for k in range(self.stages))
 
     @property

@@ -51,7 +51,7 @@ def build_text_encoder(model_cfg, vocab_size):
 def build_image_encoder(model_cfg, variant="tf2015", resize="bilinear", seed=None,
                         load_trunk_weights=True, weights=None):
     """A built `DAMSMImageEncoder`; with `load_trunk_weights` the frozen trunk gets the offline
-    2015 Inception weights (variant `tf2015`, see `msmt_tf.evaluation.inception_weights`)."""
+    2015 Inception weights (variant `tf2015`, see `msmt_tf.models.inception_weights`)."""
     from msmt_tf.models import inception
     from msmt_tf.models.damsm_image_encoder import DAMSMImageEncoder
 
@@ -69,7 +69,7 @@ def build_image_encoder(model_cfg, variant="tf2015", resize="bilinear", seed=Non
             raise DAMSMLoadError(
                 f"--damsm_image_variant={variant}: only the tf2015 trunk has offline weights; "
                 "torchvision trunks come from a converted released image_encoder*.pth.")
-        from msmt_tf.evaluation import inception_weights
+        from msmt_tf.models import inception_weights
 
         arrays = inception_weights.load_fid_weights(weights)
         inception.set_trunk_weights(image.trunk, arrays, source="Inception 2015 weights")
@@ -92,7 +92,7 @@ def _read_npz(path):
     if not os.path.exists(path):
         raise DAMSMLoadError(f"{path} is missing: run `python -m msmt_tf.pretrain_damsm` first.")
     try:
-        with np.load(path) as data:
+        with np.load(path, allow_pickle=False) as data:
             return {k: data[k] for k in data.files}
     except (OSError, ValueError, EOFError) as e:
         raise DAMSMLoadError(f"{path}: not a readable .npz ({e}); write the encoder directory "

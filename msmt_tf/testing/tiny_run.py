@@ -1,7 +1,7 @@
 """A tiny but real run directory for inference tests (sampling, export, evaluation).
 
 ``make_tiny_run(root)`` writes what ``python -m msmt_tf.train`` leaves behind and
-``training.restore.load_for_inference`` reads, without training:
+``inference.load_for_inference`` reads, without training:
 
 * ``<root>/run/config.json`` (``run_dir.prepare_run_dir``) of an MSMT-GAN generator (MTWIG
   initial stage, 2-head SDM refinement) with 2 stages, 8 -> 16 px, ``words_num`` 6;
@@ -49,7 +49,7 @@ def tiny_configs(damsm_dir, data_dir=None):
     model = ModelConfig(initial="mtwig", refinement="sdm", stages=2, base_size=8, gf_dim=4, n_m=8,
                         heads=2, grid=4, r_num=1, z_dim=8, condition_dim=6, embedding_dim=16,
                         word_embedding_dim=8)
-    data = DataConfig(dataset="shapes", words_num=WORDS_NUM, base_size=8, stages=2)
+    data = DataConfig(dataset="shapes", words_num=WORDS_NUM)
     if data_dir:
         data = data.replace(data_dir=data_dir, shapes_num_train=DATA_TRAIN,
                             shapes_num_test=DATA_TEST, shapes_size=DATA_SIZE)

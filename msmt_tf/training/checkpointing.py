@@ -18,7 +18,7 @@ Keras objects are saved as ``VariableMap``s: each variable under a key naming wh
 Keras path relative to its model (``refine_1/imhm/sdm_0/key/kernel``), optimizer slots under
 their model variable (``generator/ca/fc/kernel/momentum``), so reordering layers in the code
 cannot load weights into the wrong variables. ``read_checkpoint`` (used by ``TrainCheckpoint``,
-``restore.load_for_inference``) compares keys and shapes first and raises a one-line
+``inference.load_for_inference``) compares keys and shapes first and raises a one-line
 ``CheckpointError`` listing the differences; checkpoints of earlier versions, keyed by position
 (``by_index/v00042``), are read by position with shape checks and a warning.
 

@@ -89,11 +89,13 @@ class TrainConfig(configlib.ConfigBase):
         20, "Abort after this many non-finite (skipped) steps in a row.", lower=1
     )
     seed: int = option(
-        0, "Seed of the run: model initialisation, noise, the synthetic data and the data order.", lower=0
+        0, "Seed of the run: model initialisation, noise, the input pipeline when --deterministic, "
+        "and the train/test split of a custom folder (the synthetic shapes data has its own "
+        "--shapes_seed).", lower=0
     )
     deterministic: bool = option(
         False, "Deterministic run: TF op determinism (tf.config.experimental.enable_op_determinism, "
-        "slower) and a seeded, deterministic input pipeline (same seed, same batches).",
+        "slower) and a deterministic input pipeline seeded with --seed (same seed, same batches).",
     )
     d_warmup_steps: int = option(
         500, "Before the first GAN step of a new run, train every discriminator's conditional "
@@ -139,6 +141,12 @@ class TrainConfig(configlib.ConfigBase):
                 "--precision=auto with --strategy=multiworker: each worker would choose for its "
                 "own machine; pass --precision explicitly (e.g. mixed_float16 on V100/A100 GPUs)."
             )
+
+    @property
+    def pipeline_seed(self) -> Optional[int]:
+        """The seed of the training input pipeline: ``seed`` with ``--deterministic``, else None
+        (a nondeterministic, faster pipeline)."""
+        return self.seed if self.deterministic else None
 
     def total_steps(self, steps_per_epoch: int) -> int:
         """Number of optimiser steps of the whole run for a given epoch length."""

@@ -8,6 +8,7 @@ above lr/10, gradient-norm clipping 0.25 on the text encoder, gamma 4/5/10 (shar
 """
 
 import dataclasses
+import os
 from typing import Optional
 
 from msmt_tf import configlib
@@ -44,3 +45,7 @@ class DAMSMConfig(configlib.ConfigBase):
     damsm_eval_every_epochs: int = option(1, "Validate on the test split every N epochs.", lower=1)
     damsm_max_eval_batches: int = option(
         0, "Validate on at most this many test batches (0: the whole test split).", lower=0)
+
+    def resolved_damsm_dir(self, dataset):
+        """``damsm_dir``, or ``runs/<dataset>_damsm`` relative to the working directory."""
+        return self.damsm_dir or os.path.join("runs", f"{dataset}_damsm")

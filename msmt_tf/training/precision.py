@@ -134,7 +134,7 @@ def explicit_warning(res: Resolution, auto: Resolution):
 def resolve(requested: str) -> Resolution:
     """``choose_precision`` on this machine's facts; logs the choice once per process (and a
     warning for an explicit mixed policy the machine has no native support for)."""
-    from msmt_tf.cli import onednn
+    from msmt_tf.training import onednn
 
     auto = choose_precision(AUTO, cpu_flags(), gpu_capabilities(), onednn.onednn_enabled())
     res = auto if requested == AUTO else choose_precision(requested)

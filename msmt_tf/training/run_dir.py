@@ -93,6 +93,31 @@ def _precision_change(old, new):
 CONDITIONAL_KEYS = {"precision": _precision_change}
 
 
+# Fields that config.json files of earlier versions also stored in a second section, before
+# each field had one owner: (section, key) -> the section of the owner. ``load_config_json``
+# moves them there, the owner's value winning when both are present (runs built from flags had
+# equal values: one flag fed both), so an old run directory resumes and restores.
+MOVED_KEYS = {
+    ("data", "base_size"): "model",
+    ("data", "stages"): "model",
+    ("data", "seed"): "train",
+    ("data", "deterministic"): "train",
+}
+
+
+def upgrade_config(data: Mapping) -> dict:
+    """``config.json`` contents with the ``MOVED_KEYS`` of earlier versions in their owner's
+    section (dropped where the owner's section is absent)."""
+    out = {name: dict(v) if isinstance(v, Mapping) else v for name, v in data.items()}
+    for (section, key), owner in MOVED_KEYS.items():
+        old = out.get(section)
+        if isinstance(old, dict) and key in old:
+            value = old.pop(key)
+            if isinstance(out.get(owner), dict):
+                out[owner].setdefault(key, value)
+    return out
+
+
 class RunDirError(errors.UserError, ValueError):
     """The run directory cannot be created or resumed; the message says what to do."""
 
@@ -168,7 +193,8 @@ def resolved_config(configs: Mapping[str, object]) -> dict:
 
 
 def load_config_json(path: str) -> dict:
-    """Reads ``config.json`` (a run directory or the file itself)."""
+    """Reads ``config.json`` (a run directory or the file itself), keys of earlier versions
+    moved to their owner (``upgrade_config``)."""
     if os.path.isdir(path):
         path = os.path.join(path, CONFIG_FILE)
     try:
@@ -180,7 +206,7 @@ def load_config_json(path: str) -> dict:
         raise RunDirError(f"{path}: not valid JSON ({e}); restore it or start over with --noresume.") from None
     if not isinstance(data, dict):
         raise RunDirError(f"{path}: expected a JSON object of config sections.")
-    return data
+    return upgrade_config(data)
 
 
 def diff_configs(old: Mapping, new: Mapping) -> dict:

@@ -21,31 +21,17 @@ log = logging.getLogger(__name__)
 BASELINE_FILE = "untrained_metrics.json"
 
 
-def check_consistency(configs):
-    """Cross-domain checks that no single config can make."""
-    d, m = configs.data, configs.model
-    if (d.base_size, d.stages) != (m.base_size, m.stages):
-        raise ConfigError(
-            f"data (--base_size={d.base_size}, --stages={d.stages}) and model "
-            f"({m.base_size}, {m.stages}) disagree; they are the same flags: set them once.")
-
-
 def prepare_data(configs, stream=sys.stdout):
     """Generates/validates the dataset and prints what was prepared; returns the splits."""
     cfg = configs.data
     root = data_lib.ensure_dataset(cfg)
     train = data_lib.load_split(cfg, "train")
     test = data_lib.load_split(cfg, "test")
-    sizes = [cfg.base_size * 2**k for k in range(cfg.stages)]
     print(f"data: {cfg.dataset} in {root}: {len(train):,} train / {len(test):,} test images, "
           f"{len(train.captions):,} + {len(test.captions):,} captions, vocabulary "
           f"{len(train.vocab):,} words, {len(set(train.class_ids.tolist())):,} train classes, "
-          f"stage sizes {sizes}", file=stream)
+          f"stage sizes {list(configs.model.image_sizes)}", file=stream)
     return train, test
-
-
-def damsm_directory(configs):
-    return configs.damsm.damsm_dir or os.path.join("runs", f"{configs.data.dataset}_damsm")
 
 
 def pretrain_damsm(configs, train_split=None, test_split=None, stream=sys.stderr):
@@ -58,15 +44,17 @@ def pretrain_damsm(configs, train_split=None, test_split=None, stream=sys.stderr
         data_lib.ensure_dataset(configs.data)
         train_split = data_lib.load_split(configs.data, "train")
         test_split = data_lib.load_split(configs.data, "test")
-    out_dir = damsm_directory(configs)
+    out_dir = cfg.resolved_damsm_dir(configs.data.dataset)
     batch = cfg.damsm_batch_size
     steps_per_epoch = len(train_split) // batch
     if steps_per_epoch < 1:
         raise ConfigError(f"--damsm_batch_size={batch} exceeds the {len(train_split)} training "
                           "images: lower it.")
-    seed = configs.train.seed if configs.data.deterministic else None
-    train_ds = data_lib.make_dataset(configs.data, train_split, batch, training=True, seed=seed)
-    test_ds = data_lib.make_dataset(configs.data, test_split, batch, training=False, seed=seed)
+    seed, sizes = configs.train.pipeline_seed, configs.model.image_sizes
+    train_ds = data_lib.make_dataset(configs.data, train_split, batch, training=True,
+                                     image_sizes=sizes, seed=seed)
+    test_ds = data_lib.make_dataset(configs.data, test_split, batch, training=False,
+                                    image_sizes=sizes, seed=seed)
     trainer = DAMSMTrainer(configs.data, configs.model, configs.train, cfg, out_dir, train_ds,
                            test_ds, train_split.vocab, steps_per_epoch)
     total = trainer.total_steps()
@@ -88,7 +76,8 @@ def fixed_batch(configs, test_split):
     import keras
 
     keras.utils.set_random_seed(configs.train.seed)
-    ds = data_lib.make_dataset(configs.data, test_split, 8, training=False, seed=0)
+    ds = data_lib.make_dataset(configs.data, test_split, 8, training=False,
+                               image_sizes=configs.model.image_sizes, seed=0)
     for batch in ds.take(1):
         return {k: (v.numpy() if hasattr(v, "numpy") else v) for k, v in batch.items()
                 if k != "images"}
@@ -151,12 +140,11 @@ def train(configs, stream=sys.stderr, out=sys.stdout):
     from msmt_tf.training import distribute, precision
     from msmt_tf.training.gan_trainer import GANTrainer
 
-    check_consistency(configs)
     tcfg = configs.train
     if tcfg.deterministic:
         tf.config.experimental.enable_op_determinism()
     train_split, test_split = prepare_data(configs, stream=out)
-    damsm_dir = damsm_directory(configs)
+    damsm_dir = configs.damsm.resolved_damsm_dir(configs.data.dataset)
     if not damsm.exists(damsm_dir):
         print(f"no DAMSM encoders in {damsm_dir}: pretraining them first "
               "(python -m msmt_tf.pretrain_damsm)", file=out)
@@ -177,9 +165,9 @@ def train(configs, stream=sys.stderr, out=sys.stdout):
                                                 (text, image))
     run_dir_lib.record_damsm_encoders(run.path, meta["fingerprint"], is_chief=is_chief)
     steps_per_epoch = len(train_split) // tcfg.batch_size
-    seed = tcfg.seed if configs.data.deterministic else None
     train_ds = data_lib.make_dataset(configs.data, train_split, tcfg.batch_size, training=True,
-                                     seed=seed)
+                                     image_sizes=configs.model.image_sizes,
+                                     seed=tcfg.pipeline_seed)
     eval_images = min(tcfg.eval_num_images, len(test_split))
     evaluator = make_evaluator(configs, eval_text, eval_image, vocab, test_split,
                                reference_images=eval_images, damsm_fingerprint=meta["fingerprint"])

@@ -53,6 +53,10 @@ USER_ERRORS = [
     (_module("msmt_tf.export"), ["--no_such_flag=1"], "Unknown command line flag 'no_such_flag'"),
     (_module("msmt_tf.summary"), ["--flagfile={tmp}/missing.flags"],
      "--flagfile={tmp}/missing.flags: cannot read it"),
+    (_module("msmt_tf.summary"), ["--vocab_size=-3"],
+     "flag --vocab_size=-3: -3 is not"),  # a bound, not TextEncoder's ValueError traceback
+    (_module("msmt_tf.train"), ["flags/msmt_cub.flags"],
+     "unexpected arguments ['flags/msmt_cub.flags']; use flags"),  # never a default run
     (_module("msmt_tf.prepare_data"), ["--dataset=cub", "--data_dir={tmp}/nowhere"],
      "{tmp}/nowhere: dataset directory not found (--data_dir)"),
     (_module("msmt_tf.prepare_data"), ["--tfrecord_shard_size=0"],

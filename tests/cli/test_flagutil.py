@@ -49,9 +49,21 @@ def test_frozen_and_json_roundtrip():
     cfg = _Cfg(count=5, sizes=(1, 2))
     with pytest.raises(dataclasses.FrozenInstanceError):
         cfg.count = 2  # type: ignore[misc]
-    import json
+    from msmt_tf.training import run_dir
 
-    assert _Cfg.from_dict(json.loads(cfg.to_json())) == cfg
+    # As a run's config.json stores it (tuples become lists) and reads it back.
+    assert _Cfg.from_dict(run_dir.resolved_config({"c": cfg})["c"]) == cfg
     with pytest.raises(configlib.ConfigError, match="unknown keys"):
         _Cfg.from_dict({"bogus": 1})
     assert _Cfg.from_dict({"bogus": 1}, strict=False) == _Cfg()
+
+
+def test_define_only_some_fields():
+    fv = flags.FlagValues()
+    flagutil.define_flags(_Cfg, fv, group="other", fields=("count", "flag"))
+    assert sorted(fv) == ["count", "flag"]
+    assert [f.name for f in fv.flags_by_module_dict()["other flags"]] == ["count", "flag"]
+    fv(["prog", "--count=4", "--noflag"])
+    assert (fv.count, fv.flag) == (4, False)
+    with pytest.raises(ValueError, match=r"_Cfg has no fields \['seed'\]"):
+        flagutil.define_flags(_Cfg, flags.FlagValues(), fields=("count", "seed"))

@@ -29,7 +29,7 @@ def test_sibling_txt_with_classes(tmp_path, helpers, caplog):
     _txt_folder(root, helpers)
     cfg = DataConfig(dataset="folder", data_dir=root, captions_per_image=3, test_fraction=0.34)
     with caplog.at_level(logging.INFO):
-        prepared = folder.prepare_folder(cfg)
+        prepared = folder.prepare_folder(cfg, 0)
     assert prepared == os.path.join(root, "prepared")
     train, test = load_split(cfg, "train"), load_split(cfg, "test")
     keys = sorted(train.keys + test.keys)
@@ -54,7 +54,7 @@ def test_sibling_txt_with_classes(tmp_path, helpers, caplog):
     # converting again gives identical files
     before = {p: open(os.path.join(prepared, p), "rb").read()
               for p in ("captions.pickle", "train/filenames.pickle", "test/filenames.pickle")}
-    folder.prepare_folder(cfg)
+    folder.prepare_folder(cfg, 0)
     for p, data in before.items():
         assert open(os.path.join(prepared, p), "rb").read() == data
 
@@ -76,7 +76,7 @@ def test_jsonl_flat_folder(tmp_path, helpers):
         for i in range(3):
             f.write(json.dumps({"image": f"p{i}.png", "captions": [f"red square {i}", "a tile"]}) + "\n")
     cfg = DataConfig(dataset="folder", data_dir=str(root), captions_per_image=2, test_fraction=0.3)
-    folder.prepare_folder(cfg)
+    folder.prepare_folder(cfg, 0)
     splits = [load_split(cfg, s) for s in ("train", "test")]
     assert sorted(splits[0].keys + splits[1].keys) == ["p0", "p1", "p2"]
     # no sub-folders: every image its own class
@@ -89,21 +89,21 @@ def test_jsonl_flat_folder(tmp_path, helpers):
 def test_folder_errors(tmp_path, helpers):
     cfg = DataConfig(dataset="folder", data_dir=str(tmp_path / "none"))
     with pytest.raises(DataError, match=r"none: folder not found \(--data_dir\)"):
-        folder.prepare_folder(cfg)
+        folder.prepare_folder(cfg, 0)
     root = tmp_path / "f"
     helpers.write_image(str(root / "a.jpg"), helpers.gradient_image(8, 8))
     cfg = cfg.replace(data_dir=str(root))
     with pytest.raises(DataError, match=r"a\.txt: caption file not found for a\.jpg"):
-        folder.prepare_folder(cfg)
+        folder.prepare_folder(cfg, 0)
     (root / "captions.jsonl").write_text('{"image": "b.jpg", "captions": ["x"]}\n')
     with pytest.raises(DataError, match=r"captions\.jsonl:1: image 'b\.jpg' not found"):
-        folder.prepare_folder(cfg)
+        folder.prepare_folder(cfg, 0)
     (root / "captions.jsonl").write_text('{"img": "a.jpg"}\n')
     with pytest.raises(DataError, match=r"captions\.jsonl:1: expected"):
-        folder.prepare_folder(cfg)
+        folder.prepare_folder(cfg, 0)
     helpers.write_image(str(root / "a.png"), helpers.gradient_image(8, 8))
     with pytest.raises(DataError, match="two images share the name 'a'"):
-        folder.prepare_folder(cfg)
+        folder.prepare_folder(cfg, 0)
 
 
 def test_reuse_vocabulary_reports_unknown(tmp_path, helpers, caplog):
@@ -112,7 +112,7 @@ def test_reuse_vocabulary_reports_unknown(tmp_path, helpers, caplog):
     vocab = Vocabulary({0: "<end>", 1: "photo", 2: "of", 3: "cats", 4: "dogs", 5: "a"})
     cfg = DataConfig(dataset="folder", data_dir=root, captions_per_image=2, test_fraction=0.0)
     with caplog.at_level(logging.WARNING):
-        folder.prepare_folder(cfg, vocab=vocab)
+        folder.prepare_folder(cfg, 0, vocab=vocab)
     train = load_split(cfg, "train")
     assert train.vocab.ixtoword == vocab.ixtoword
     assert train.keys[0] == "cats/img1"

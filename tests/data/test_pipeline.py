@@ -11,13 +11,16 @@ from msmt_tf.data.config import DataConfig
 from msmt_tf.data.dataset import Split, load_split
 from msmt_tf.data.errors import DataError
 from msmt_tf.data.vocabulary import Vocabulary
+from msmt_tf.training.config import TrainConfig
+
+SIZES = (16, 32)  # the stage sizes of the shapes_cfg tests
 
 
 @pytest.fixture(scope="module")
 def shapes_cfg(tmp_path_factory):
     root = str(tmp_path_factory.mktemp("pipe") / "shapes")
     cfg = DataConfig(data_dir=root, shapes_num_train=24, shapes_num_test=8, shapes_size=32,
-                     base_size=16, stages=2, words_num=6, shapes_seed=3)
+                     words_num=6, shapes_seed=3)
     shapes.ensure_generated(root, 3, 24, 8, 32, processes=1, max_objects=cfg.shapes_max_objects,
                             textured=cfg.shapes_textured, layout=cfg.shapes_layout,
                             shapes=cfg.shapes_name_list, colours=cfg.shapes_colour_list)
@@ -41,7 +44,7 @@ def _equal(a, b):
 
 
 def test_structure_shapes_dtypes_ranges(shapes_cfg):
-    ds = pipeline.make_dataset(shapes_cfg, "train", 5, training=True, seed=1)
+    ds = pipeline.make_dataset(shapes_cfg, "train", 5, training=True, image_sizes=SIZES, seed=1)
     spec = ds.element_spec
     assert [s.shape.as_list() for s in spec["images"]] == [[5, 16, 16, 3], [5, 32, 32, 3]]
     assert spec["captions"].shape.as_list() == [5, 6] and spec["captions"].dtype == tf.int32
@@ -62,32 +65,42 @@ def test_structure_shapes_dtypes_ranges(shapes_cfg):
         pos = np.arange(6)[None, :]
         assert ((b["captions"] != 0) == (pos < n[:, None])).all()  # zero padding after the words
         assert ((b["wrong_captions"] != 0) == (pos < b["wrong_caption_len"][:, None])).all()
-    evals = _batches(pipeline.make_dataset(shapes_cfg, "test", 5, training=False, seed=1))
+    evals = _batches(pipeline.make_dataset(shapes_cfg, "test", 5, training=False,
+                                           image_sizes=SIZES, seed=1))
     assert [len(b["key"]) for b in evals] == [5, 3]
     assert np.concatenate([b["key"] for b in evals]).tolist() == \
         [k.encode() for k in load_split(shapes_cfg, "test").keys]
 
 
 def test_seeds(shapes_cfg):
-    make = lambda s: pipeline.make_dataset(shapes_cfg, "train", 4, training=True, seed=s)  # noqa: E731
+    make = lambda s: pipeline.make_dataset(shapes_cfg, "train", 4, training=True,  # noqa: E731
+                                           image_sizes=SIZES, seed=s)
     a1, a2 = make(7), make(7)
     first, again = _batches(a1), _batches(a2)
     assert _equal(first, again)
     assert _equal(_batches(a1), _batches(a2))  # second epochs also agree
     assert not _equal(first, _batches(a1))  # but differ from the first epoch
     assert not _equal(first, _batches(make(8)))
-    det = pipeline.make_dataset(shapes_cfg.replace(deterministic=True, seed=7), "train", 4, True)
+    # A --deterministic run seeds its pipeline with --seed, an other run does not.
+    run = TrainConfig(seed=7, deterministic=True)
+    assert (run.pipeline_seed, run.replace(deterministic=False).pipeline_seed) == (7, None)
+    det = pipeline.make_dataset(shapes_cfg, "train", 4, True, image_sizes=SIZES,
+                                seed=run.pipeline_seed)
     assert _equal(first, _batches(det))
 
 
 def test_parallelism_and_cache_do_not_change_batches(shapes_cfg):
-    ref = _batches(pipeline.make_dataset(shapes_cfg, "train", 4, True, seed=5))
+    ref = _batches(pipeline.make_dataset(shapes_cfg, "train", 4, True, image_sizes=SIZES, seed=5))
     one = shapes_cfg.replace(num_parallel_calls=1)
-    assert _equal(ref, _batches(pipeline.make_dataset(one, "train", 4, True, seed=5)))
-    cached = pipeline.make_dataset(shapes_cfg.replace(cache=True), "train", 4, True, seed=5)
+    assert _equal(ref, _batches(pipeline.make_dataset(one, "train", 4, True, image_sizes=SIZES,
+                                                      seed=5)))
+    cached = pipeline.make_dataset(shapes_cfg.replace(cache=True), "train", 4, True,
+                                   image_sizes=SIZES, seed=5)
     assert _equal(ref, _batches(cached))
-    ref_eval = _batches(pipeline.make_dataset(shapes_cfg, "test", 4, False, seed=5))
-    cached_eval = pipeline.make_dataset(shapes_cfg.replace(cache=True), "test", 4, False, seed=5)
+    ref_eval = _batches(pipeline.make_dataset(shapes_cfg, "test", 4, False, image_sizes=SIZES,
+                                              seed=5))
+    cached_eval = pipeline.make_dataset(shapes_cfg.replace(cache=True), "test", 4, False,
+                                        image_sizes=SIZES, seed=5)
     assert _equal(ref_eval, _batches(cached_eval))
 
 
@@ -111,9 +124,9 @@ def test_caption_choice_and_truncation(tmp_path):
     n = 40  # images 0..38 share two captions (long, short); image 39 has short ones
     captions = [long_caption, [40, 41, 42]] * (n - 1) + [[43], [44, 45]]
     split = _custom_split(tmp_path, [img] * n, captions, 2)
-    cfg = DataConfig(dataset="folder", data_dir=str(tmp_path), words_num=8, base_size=16, stages=1)
+    cfg = DataConfig(dataset="folder", data_dir=str(tmp_path), words_num=8)
     seen_train, seen_first = set(), {0: 0, 1: 0}
-    for b in pipeline.make_dataset(cfg, split, 8, training=True, seed=0):
+    for b in pipeline.make_dataset(cfg, split, 8, training=True, image_sizes=(16,), seed=0):
         for cap, n, key in zip(b["captions"].numpy(), b["caption_len"].numpy(), b["key"].numpy()):
             if key != b"k39":
                 if cap[0] == 40:
@@ -127,7 +140,7 @@ def test_caption_choice_and_truncation(tmp_path):
                 assert cap.tolist() in ([43] + [0] * 7, [44, 45] + [0] * 6)
     assert min(seen_first.values()) >= 8  # both captions are chosen
     assert len(seen_train) >= 8  # and the word subset changes
-    for b in pipeline.make_dataset(cfg, split, 8, training=False, seed=0):
+    for b in pipeline.make_dataset(cfg, split, 8, training=False, image_sizes=(16,), seed=0):
         for cap, n, key in zip(b["captions"].numpy(), b["caption_len"].numpy(), b["key"].numpy()):
             if key != b"k39":  # evaluation: the first 8 words
                 assert cap.tolist() in (list(range(1, 9)), [40, 41, 42, 0, 0, 0, 0, 0])
@@ -139,9 +152,10 @@ def test_image_transforms_exact(tmp_path):
     # The shorter side already equals int(32 * 76 / 64) = 38, so the resize is the identity.
     img = rng.integers(0, 256, size=(38, 50, 3), dtype=np.uint8)
     split = _custom_split(tmp_path, [img] * 24, [[1], [2]] * 12, 1, class_ids=[0, 1] * 12)
-    cfg = DataConfig(dataset="folder", data_dir=str(tmp_path), base_size=8, stages=3)
+    cfg = DataConfig(dataset="folder", data_dir=str(tmp_path))
     to_unit = lambda a: a.astype(np.float32) / 127.5 - 1.0  # noqa: E731
-    b = next(iter(pipeline.make_dataset(cfg, split, 2, training=False, seed=0)))
+    sizes = (8, 16, 32)
+    b = next(iter(pipeline.make_dataset(cfg, split, 2, training=False, image_sizes=sizes, seed=0)))
     final = b["images"][2].numpy()[0]
     # centre crop offsets: ((38 - 32 + 1) // 2, (50 - 32 + 1) // 2) = (3, 9)
     np.testing.assert_allclose(final, to_unit(img[3:35, 9:41]), atol=1e-5)
@@ -157,7 +171,7 @@ def test_image_transforms_exact(tmp_path):
         assert np.abs(aliased - want).max() > 10  # the check can tell the filters apart
     crops = [to_unit(img[y:y + 32, x:x + 32]) for y in range(7) for x in range(19)]
     mirrored = 0
-    for f in pipeline.make_dataset(cfg, split, 8, training=True, seed=0):
+    for f in pipeline.make_dataset(cfg, split, 8, training=True, image_sizes=sizes, seed=0):
         for out in f["images"][2].numpy():
             plain = any(np.abs(out - c).max() < 1e-4 for c in crops)
             flipped = any(np.abs(out[:, ::-1] - c).max() < 1e-4 for c in crops)
@@ -165,7 +179,8 @@ def test_image_transforms_exact(tmp_path):
             mirrored += flipped and not plain
     assert 4 <= mirrored <= 20
     # shapes captions name left and right: never mirrored there
-    for f in pipeline.make_dataset(cfg.replace(dataset="shapes"), split, 8, training=True, seed=1):
+    for f in pipeline.make_dataset(cfg.replace(dataset="shapes"), split, 8, training=True,
+                                   image_sizes=sizes, seed=1):
         for out in f["images"][2].numpy():
             assert any(np.abs(out - c).max() < 1e-4 for c in crops)
 
@@ -178,7 +193,7 @@ def test_wrong_partner_hand_cases():
 
 def test_wrong_captions_come_from_other_classes(shapes_cfg):
     cfg = shapes_cfg.replace(mismatch_swap=0.0)  # the references' mismatches only
-    for b in pipeline.make_dataset(cfg, "train", 6, training=True, seed=2):
+    for b in pipeline.make_dataset(cfg, "train", 6, training=True, image_sizes=SIZES, seed=2):
         cls = b["class_id"].numpy()
         caps, wrong = b["captions"].numpy(), b["wrong_captions"].numpy()
         partner = pipeline.wrong_partner(b["class_id"]).numpy()
@@ -206,7 +221,7 @@ def test_next_row_pairing_is_the_references(shapes_cfg):
     DM-GAN's ``conditions[1:batch_size]``); the last row is masked out: B - 1 pairs."""
     cfg = shapes_cfg.replace(mismatch_swap=0.0, mismatch_pairing="next_row")
     same_class = 0
-    for b in pipeline.make_dataset(cfg, "train", 6, training=True, seed=2):
+    for b in pipeline.make_dataset(cfg, "train", 6, training=True, image_sizes=SIZES, seed=2):
         caps, wrong = b["captions"].numpy(), b["wrong_captions"].numpy()
         np.testing.assert_array_equal(wrong[:5], caps[1:])
         np.testing.assert_array_equal(b["wrong_caption_len"].numpy()[:5],
@@ -225,7 +240,7 @@ def test_next_row_pairing_with_swap_counts_swapped_rows(shapes_cfg):
     vocab = load_split(shapes_cfg, "train").vocab
     shape_ids = {vocab.wordtoix[w] for w in shapes.SHAPES if w in vocab.wordtoix}
     cfg = shapes_cfg.replace(mismatch_swap=1.0, mismatch_pairing="next_row", words_num=18)
-    for b in pipeline.make_dataset(cfg, "train", 6, training=True, seed=4):
+    for b in pipeline.make_dataset(cfg, "train", 6, training=True, image_sizes=SIZES, seed=4):
         caps, wrong = b["captions"].numpy(), b["wrong_captions"].numpy()
         has_shape = np.isin(caps, list(shape_ids)).any(axis=1)
         expected = np.where(has_shape, 1.0, [1, 1, 1, 1, 1, 0])
@@ -264,7 +279,7 @@ def test_mismatch_swap_replaces_the_shape_word(shapes_cfg):
     swapped = kept = 0
     for p in (1.0, 0.5):
         cfg = shapes_cfg.replace(mismatch_swap=p, words_num=18)
-        for b in pipeline.make_dataset(cfg, "train", 6, training=True, seed=4):
+        for b in pipeline.make_dataset(cfg, "train", 6, training=True, image_sizes=SIZES, seed=4):
             caps, wrong = b["captions"].numpy(), b["wrong_captions"].numpy()
             partner = pipeline.wrong_partner(b["class_id"]).numpy()
             for i in range(6):
@@ -282,14 +297,14 @@ def test_mismatch_swap_replaces_the_shape_word(shapes_cfg):
 def test_mismatch_words_must_be_in_the_vocabulary(shapes_cfg):
     with pytest.raises(DataError, match="--mismatch_words: zebra not in the vocabulary"):
         pipeline.make_dataset(shapes_cfg.replace(mismatch_words="circle,zebra"), "train", 6,
-                              training=True)
+                              training=True, image_sizes=SIZES)
     with pytest.raises(ConfigError, match="--mismatch_words='circle'"):
         shapes_cfg.replace(mismatch_words="circle").validate()
 
 
 def test_batch_larger_than_split_is_an_error(shapes_cfg):
     with pytest.raises(DataError, match="batch_size=30"):
-        pipeline.make_dataset(shapes_cfg, "train", 30, training=True)
+        pipeline.make_dataset(shapes_cfg, "train", 30, training=True, image_sizes=SIZES)
 
 
 @pytest.mark.parametrize("h,w", [(50, 70), (30, 41), (90, 45)])
@@ -319,11 +334,10 @@ def test_fixed_grid_captions_do_not_depend_on_the_global_seed(shapes_cfg):
     pretrains DAMSM first in the same process; a resumed one does not)."""
     from types import SimpleNamespace
 
-    from msmt_tf.data.dataset import load_split
-    from msmt_tf.training.config import TrainConfig
+    from msmt_tf.models.config import ModelConfig
     from msmt_tf.training.runner import fixed_batch
 
-    configs = SimpleNamespace(data=shapes_cfg, train=TrainConfig())
+    configs = SimpleNamespace(data=shapes_cfg, model=ModelConfig(base_size=16), train=TrainConfig())
     split = load_split(shapes_cfg, "test")
     tf.random.set_seed(123)
     a = fixed_batch(configs, split)

@@ -1,7 +1,7 @@
 """The prepare_data entry point and the data fields of the flagfiles."""
 
-import dataclasses
 import glob
+import json
 import os
 import subprocess
 import sys
@@ -9,9 +9,11 @@ import sys
 import pytest
 from absl import flags
 
-from msmt_tf import configlib, errors
-from msmt_tf.cli import flagutil
+from msmt_tf import configlib, errors, prepare_data
+from msmt_tf.cli import entry, flagutil
+from msmt_tf.data import folder
 from msmt_tf.data.config import DataConfig
+from msmt_tf.data.dataset import load_split
 from msmt_tf.prepare_data import prepare
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -57,26 +59,37 @@ def test_prepare_folder_with_tfrecords_and_vocab(tmp_path, helpers):
         prepare(DataConfig(dataset="cub", data_dir=str(root)), vocab_from="x")
 
 
-def _flag_name(line):
-    name = line[2:].split("=")[0]
-    return name[2:] if name.startswith("no") and "=" not in line else name
+DATA_FLAGFILES = ("shapes", "shapes_binding", "cub", "coco", "folder")
 
 
-def test_flagfiles_data_fields_parse():
-    files = [os.path.join(REPO, "flags", f"{n}.flags") for n in ("shapes", "cub", "coco", "folder")]
-    names = {f.name for f in dataclasses.fields(DataConfig)}
-    for path in files:
-        fv = flags.FlagValues()
-        flagutil.define_flags(DataConfig, fv)
-        with open(path) as f:
-            lines = [ln.strip() for ln in f if ln.strip() and not ln.strip().startswith("#")]
-        assert all(ln.startswith("--") for ln in lines), path
-        # other parts append their own fields later: parse only the data ones here
-        lines = [ln for ln in lines if _flag_name(ln) in names]
-        fv(["prog", *lines])
-        cfg = flagutil.from_flags(DataConfig, fv)
-        assert cfg.dataset == os.path.basename(path).split(".")[0]
-        if cfg.dataset == "coco":
-            assert cfg.captions_per_image == 5 and cfg.words_num == 12
-        if cfg.dataset == "cub":
-            assert cfg.captions_per_image == 10 and cfg.words_num == 18
+@pytest.mark.parametrize("name", DATA_FLAGFILES)
+def test_data_flagfiles_parse_with_the_entry_points_flags(name):
+    """Every line of the data flagfiles is a flag of prepare_data, the model's --base_size and
+    --stages included (an unknown flag would fail the parse)."""
+    fv = flags.FlagValues()
+    prepare_data.define_config_flags(fv)
+    entry.parse(["prog", f"--flagfile={os.path.join(REPO, 'flags', name + '.flags')}"], fv)
+    cfg = flagutil.from_flags(DataConfig, fv)
+    assert cfg.dataset == name.split("_")[0]
+    if name == "coco":
+        assert cfg.captions_per_image == 5 and cfg.words_num == 12
+    if name == "cub":
+        assert cfg.captions_per_image == 10 and cfg.words_num == 18
+        assert (fv.base_size, fv.stages) == (64, 3)  # the model's, defined here as well
+
+
+def test_cli_seed_draws_the_folder_split(tmp_path, helpers):
+    root = tmp_path / "f"
+    keys = [f"a{i}" for i in range(8)]
+    for i, key in enumerate(keys):
+        helpers.write_image(str(root / f"{key}.jpg"), helpers.gradient_image(12, 12, i))
+        (root / f"{key}.txt").write_text(f"a red bird {i}\n")
+    r = _run("--dataset=folder", f"--data_dir={root}", "--captions_per_image=1",
+             "--test_fraction=0.5", "--seed=5", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    with open(root / "prepared" / "manifest.json") as f:
+        assert json.load(f)["seed"] == 5
+    test = load_split(DataConfig(dataset="folder", data_dir=str(root), captions_per_image=1),
+                      "test").keys
+    assert sorted(test) == [k for k in keys if folder.split_of(k, 5, 0.5) == "test"]
+    assert sorted(test) != [k for k in keys if folder.split_of(k, 0, 0.5) == "test"]

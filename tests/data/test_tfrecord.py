@@ -20,7 +20,8 @@ def _collect(ds):
 def test_tfrecord_roundtrip_cub(tmp_path, helpers):
     helpers.make_cub_tree(str(tmp_path / "birds"), num_train=7, num_test=3)
     cfg = DataConfig(dataset="cub", data_dir=str(tmp_path / "birds"), captions_per_image=3,
-                     base_size=16, stages=2, words_num=5)
+                     words_num=5)
+    sizes = (16, 32)
     rec_dir = str(tmp_path / "rec")
     for s in ("train", "test"):
         meta = tfrecord.write_split(load_split(cfg, s), rec_dir, examples_per_shard=3)
@@ -28,8 +29,10 @@ def test_tfrecord_roundtrip_cub(tmp_path, helpers):
     assert tfrecord.read_meta(rec_dir, "train")["num_examples"] == 7
     rec_cfg = cfg.replace(tfrecord_dir=rec_dir)
     # evaluation: identical batches (same order, same seeded caption choice)
-    a = _collect(pipeline.make_dataset(cfg, "train", 3, training=False, seed=4))
-    b = _collect(pipeline.make_dataset(rec_cfg, "train", 3, training=False, seed=4))
+    a = _collect(pipeline.make_dataset(cfg, "train", 3, training=False, image_sizes=sizes,
+                                      seed=4))
+    b = _collect(pipeline.make_dataset(rec_cfg, "train", 3, training=False, image_sizes=sizes,
+                                      seed=4))
     assert len(a) == len(b) == 3
     for x, y in zip(a, b):
         for k in x:
@@ -39,8 +42,10 @@ def test_tfrecord_roundtrip_cub(tmp_path, helpers):
             else:
                 np.testing.assert_array_equal(x[k], y[k])
     # training: the same examples per epoch, in another order; deterministic with a seed
-    t1 = _collect(pipeline.make_dataset(rec_cfg, "train", 2, training=True, seed=1))
-    t2 = _collect(pipeline.make_dataset(rec_cfg, "train", 2, training=True, seed=1))
+    t1 = _collect(pipeline.make_dataset(rec_cfg, "train", 2, training=True, image_sizes=sizes,
+                                       seed=1))
+    t2 = _collect(pipeline.make_dataset(rec_cfg, "train", 2, training=True, image_sizes=sizes,
+                                       seed=1))
     keys = [k for b in t1 for k in b["key"].tolist()]
     all_keys = {x.encode() for x in load_split(cfg, "train").keys}
     assert len(t1) == 3 and len(set(keys)) == 6 and set(keys) <= all_keys
@@ -55,4 +60,4 @@ def test_tfrecord_errors(tmp_path, helpers):
     tfrecord.write_split(load_split(cfg, "test"), str(tmp_path / "rec"))
     with pytest.raises(DataError, match="captions_per_image=5, but --captions_per_image=4"):
         pipeline.make_dataset(cfg.replace(tfrecord_dir=str(tmp_path / "rec"), captions_per_image=4),
-                              "test", 2, training=False)
+                              "test", 2, training=False, image_sizes=(32,))

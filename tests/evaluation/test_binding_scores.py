@@ -164,15 +164,15 @@ class BagOfWords:
         self.table = np.random.default_rng(0).standard_normal((vocab_size, 8)).astype(np.float32)
 
     def __call__(self, tokens, training=False):
-        words = self.table[np.asarray(tokens)]
-        return words, words.sum(axis=1)
+        words = tf.gather(self.table, tokens)  # TensorFlow ops: traced with the generator
+        return words, tf.reduce_sum(words, axis=1)
 
 
 @pytest.fixture(scope="module")
 def binding_data(tmp_path_factory):
     directory = str(tmp_path_factory.mktemp("shapes_binding") / "data")
     cfg = DataConfig(dataset="shapes", data_dir=directory, shapes_seed=4, shapes_num_train=4,
-                     shapes_num_test=NUM_TEST, shapes_size=32, base_size=32, stages=1,
+                     shapes_num_test=NUM_TEST, shapes_size=32,
                      shapes_binding=True, shapes_max_objects=2, shapes_layout="grid",
                      shapes_names="circle,square,star", shapes_colours="red,blue,green")
     shapes_lib.generate(directory, 4, 4, NUM_TEST, 32, processes=1, max_objects=2, textured=0.0,

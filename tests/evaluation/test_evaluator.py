@@ -17,7 +17,8 @@ from msmt_tf.data import DataConfig
 from msmt_tf.data import shapes as shapes_lib
 from msmt_tf.evaluation import fid as fid_lib
 from msmt_tf.evaluation.config import EvalConfig
-from msmt_tf.evaluation.evaluator import EvaluationError, Evaluator, quantize
+from msmt_tf.evaluation.evaluator import EvaluationError, Evaluator
+from msmt_tf.inference import quantize
 from msmt_tf.models.config import ModelConfig
 
 DIM = 48  # = 4 x 4 x 3: the painted sentence fills a 4x4 RGB image exactly
@@ -30,7 +31,7 @@ def data_cfg(tmp_path_factory):
     directory = str(root / "shapes")
     shapes_lib.generate(directory, seed=3, num_train=5, num_test=NUM_TEST, size=32, processes=1)
     return DataConfig(dataset="shapes", data_dir=directory, shapes_seed=3, shapes_num_train=5,
-                      shapes_num_test=NUM_TEST, shapes_size=32, base_size=16, stages=1,
+                      shapes_num_test=NUM_TEST, shapes_size=32,
                       shapes_max_objects=3, shapes_textured=0.4, shapes_layout="grid",
                       shapes_names=",".join(shapes_lib.SHAPES),
                       shapes_colours=",".join(shapes_lib.COLOURS))
@@ -42,17 +43,16 @@ def _model_cfg():
 
 
 class BagOfWords:
-    """Text encoder stand-in: words = a fixed random vector per word, sentence = their sum."""
+    """Text encoder stand-in: words = a fixed random vector per word, sentence = their sum
+    (TensorFlow ops: the generation traces it with the generator)."""
 
     def __init__(self, vocab_size, seed=0):
         self.table = np.random.default_rng(seed).standard_normal((vocab_size, DIM)).astype(np.float32)
         self.table[0] = 0.0
-        self.calls = 0
 
     def __call__(self, tokens, training=False):
-        self.calls += 1
-        words = self.table[np.asarray(tokens)]
-        return words, words.sum(axis=1)
+        words = tf.gather(self.table, tokens)
+        return words, tf.reduce_sum(words, axis=1)
 
 
 class PaintSentence:
@@ -279,9 +279,8 @@ def test_cli_writes_metrics_json(data_cfg, tmp_path, monkeypatch):
     from absl import flags
     from absl.testing import flagsaver
 
-    from msmt_tf import configlib, evaluate
+    from msmt_tf import configlib, evaluate, inference
     from msmt_tf.data import load_split
-    from msmt_tf.training import restore
 
     split = load_split(data_cfg, "test")
     loaded = types.SimpleNamespace(
@@ -295,7 +294,7 @@ def test_cli_writes_metrics_json(data_cfg, tmp_path, monkeypatch):
         calls.append((run_dir, checkpoint))
         return loaded
 
-    monkeypatch.setattr(restore, "load_for_inference", fake_load)
+    monkeypatch.setattr(inference, "load_for_inference", fake_load)
     evaluate.define_flags()
     with flagsaver.flagsaver():
         flags.FLAGS([

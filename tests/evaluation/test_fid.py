@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from msmt_tf.evaluation import fid, inception_weights
+from msmt_tf.evaluation import fid
+from msmt_tf.models import inception_weights
 
 FIXTURES = os.path.join(os.path.dirname(os.path.dirname(__file__)), "fixtures", "inception")
 
@@ -163,7 +164,7 @@ ONEDNN_SCRIPT = """
 import json, os, sys
 import numpy as np
 from PIL import Image
-from msmt_tf.cli import onednn
+from msmt_tf.training import onednn
 set_here = onednn.enable_onednn()
 from msmt_tf.evaluation import fid
 print(json.dumps({"env": os.environ.get("TF_ENABLE_ONEDNN_OPTS"), "set": set_here,

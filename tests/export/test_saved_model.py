@@ -5,9 +5,13 @@ loads it without ``msmt_tf``, calls every signature and runs ``saved_model_cli s
 its outputs are compared here with the eager networks of the same run:
 
 * ``generate_float`` (float32 before quantisation) to 1e-4;
-* ``generate`` / ``generate_seeded`` (uint8) with the evaluation's quantisation of the eager
+* ``generate`` / ``generate_seeded`` (uint8) with ``inference.quantize`` of the eager
   images: equal up to one level, because a float difference of ~1e-6 may cross a truncation
   boundary; the seeded images equal ``sampling.generate`` for the same seed;
+* the one inference path: for the same run, captions and seed, ``python -m msmt_tf.sample``'s
+  PNG files, the evaluation's generator (``generation.generated_batches`` + ``quantize``) and
+  ``generate_seeded`` give the same uint8 images (sample and evaluation bitwise, the
+  SavedModel within one level, see the test);
 * the invalid-caption contract (``saved_model`` module docstring) on a batch
   [valid, no known word, empty, valid] through every signature: ``valid``, blank rows, and the
   valid rows bitwise equal to a batch of the valid captions alone with the same noise. Bitwise,
@@ -25,11 +29,14 @@ import sys
 import numpy as np
 import pytest
 from absl import flags
+from PIL import Image
 
-from msmt_tf import errors, sampling
-from msmt_tf.evaluation.evaluator import quantize
+from msmt_tf import errors, inference, sampling
+from msmt_tf.evaluation import generation
 from msmt_tf.export import cli as export_cli
 from msmt_tf.export import saved_model
+from msmt_tf.inference import quantize
+from msmt_tf.inference_config import SampleConfig
 from msmt_tf.testing.tiny_run import WORDS_NUM
 
 CAPTIONS = ["A small RED bird, with BLUE wings!!", "a zzz bird",
@@ -126,22 +133,20 @@ np.savez(output, **{k: np.asarray(v) for k, v in r.items()})
 '''
 
 
-def _export(run_dir, inference, out):
+def _export(run_dir, loaded, out):
     """``python -m msmt_tf.export --run_dir=... --out=...`` (main, in process, reusing the
     loaded run)."""
-    from msmt_tf.training import restore
-
     calls = []
 
     def load(run_dir=None, checkpoint=None, which="latest"):
         calls.append((run_dir, checkpoint, which))
-        return inference
+        return loaded
 
     fv = flags.FlagValues()
     export_cli.define_flags(fv)
     fv(["export", f"--run_dir={run_dir}", f"--out={out}"])
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(restore, "load_for_inference", load)
+        mp.setattr(inference, "load_for_inference", load)
         export_cli.main(["export"], fv)
     assert calls == [(run_dir, None, "latest")]
 
@@ -250,6 +255,39 @@ def test_generate_seeded_is_deterministic_and_equals_sampling(tiny_inference, se
     np.testing.assert_array_equal(out["seeded1"], out["seeded_a"][:1])  # rows are independent
     s = sampling.generate(tiny_inference, CAPTIONS, num_per_caption=1, seed=11)
     _assert_uint8_close(out["seeded_a"], s.final)
+
+
+def test_sample_evaluation_and_generate_seeded_draw_the_same_images(tiny_run, tiny_inference,
+                                                                    served, tmp_path):
+    """One inference path: same run, captions (caption i at position i) and seed -> the same
+    uint8 images from ``python -m msmt_tf.sample`` (its PNG files), the evaluation's generator
+    and the SavedModel's ``generate_seeded``.
+
+    Sample and evaluation run the same traced forward pass on the same inputs here (same batch
+    size), so they must agree bitwise. The SavedModel runs that forward pass inside another
+    graph (tokenizer, gather of the valid rows, ``tf.cond``), which TensorFlow's graph
+    optimiser may rewrite differently: a float difference of ~1e-6 can move a value across a
+    truncation boundary, one uint8 level, so ``generate_seeded`` is allowed one level on a
+    few pixels (under 1% of them) and nothing more.
+    """
+    _, _, out = served
+    cfg = SampleConfig(run_dir=tiny_run.run_dir, text=tuple(CAPTIONS), num_per_caption=1,
+                       seed=SEED, out=str(tmp_path / "samples"), batch_size=len(CAPTIONS))
+    sampling.sample_run(cfg, load=lambda **kwargs: tiny_inference)
+    sampled = np.stack([np.asarray(Image.open(tmp_path / "samples" / sampling.image_name(i, 0)))
+                        for i in range(len(CAPTIONS))])
+    ids = sampling.encode_captions(tiny_inference.vocab, CAPTIONS, WORDS_NUM).ids
+    evaluated = np.concatenate([
+        quantize(images) for images, _, _ in generation.generated_batches(
+            tiny_inference.generator, tiny_inference.text_encoder, ids, len(CAPTIONS), SEED)])
+    assert sampled.shape == evaluated.shape == (3, 16, 16, 3) and sampled.dtype == np.uint8
+    np.testing.assert_array_equal(sampled, evaluated)
+    seeded = out["seeded_a"]  # generate_seeded(CAPTIONS, SEED) in a TensorFlow-only process
+    diff = np.abs(seeded.astype(int) - evaluated.astype(int))
+    assert diff.max() <= 1 and (diff > 0).mean() < 0.01
+    # Not a trivial agreement: other captions and another seed give other images.
+    assert np.abs(evaluated[0].astype(int) - evaluated[2].astype(int)).max() > 2
+    assert np.abs(out["seeded_c"].astype(int) - evaluated.astype(int)).max() > 2
 
 
 def test_tokenize_signature_equals_the_python_tokenizer(tiny_inference, served):

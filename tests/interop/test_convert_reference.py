@@ -22,6 +22,7 @@ import numpy as np
 import pytest
 
 from msmt_tf.cli import common
+from msmt_tf.data import attngan_format
 from msmt_tf.data.config import DataConfig
 from msmt_tf.evaluation.config import EvalConfig
 from msmt_tf.interop import reference
@@ -50,7 +51,7 @@ def tiny_model_cfg(refinement="memory", **changes):
 
 def tiny_configs(refinement="memory", **model_changes):
     return common.Configs(
-        data=DataConfig(dataset="cub", words_num=6, base_size=64, stages=STAGES),
+        data=DataConfig(dataset="cub", words_num=6),
         model=tiny_model_cfg(refinement, **model_changes),
         train=TrainConfig(seed=3),
         damsm=DAMSMConfig(damsm_resize="align_corners"),
@@ -452,7 +453,7 @@ def _write_reference_files(tmp_path, fmt, trunk_state, kind="memory", rng=None, 
 
 @pytest.mark.parametrize("fmt,kind", [("zip", "memory"), ("legacy", "attn")])
 def test_converted_run_dir_loads_for_inference(tmp_path, trunk_state, fmt, kind):
-    from msmt_tf.training import restore
+    from msmt_tf import inference
 
     states, paths = _write_reference_files(tmp_path, fmt, trunk_state, kind)
     run = str(tmp_path / "run")
@@ -468,7 +469,7 @@ def test_converted_run_dir_loads_for_inference(tmp_path, trunk_state, fmt, kind)
     assert recorded == damsm.fingerprint(os.path.join(run, "damsm"))
     assert report["sources"]["netG"]["sha1"] == reference.file_sha1(paths["netG"])
 
-    loaded = restore.load_for_inference(run_dir=run)
+    loaded = inference.load_for_inference(run_dir=run)
     assert loaded.checkpoint.endswith("ckpt-0")
     assert loaded.configs.model.mask_row_quirk and loaded.configs.model.refinement == kind
     assert loaded.configs.damsm.damsm_image_variant == "torchvision"
@@ -574,7 +575,7 @@ def test_encoders_alone_give_a_damsm_dir_the_loader_rebuilds(tmp_path, trunk_sta
     assert sorted(meta["converted_from"]) == ["captions_pickle", "image_encoder", "text_encoder"]
 
     # The normal loader (what msmt_tf.train --damsm_dir and load_for_inference call).
-    vocab = reference.load_vocabulary(paths["captions"])
+    vocab = attngan_format.load_vocabulary(paths["captions"], "--captions_pickle")
     text, image, loaded_vocab, loaded_meta = damsm.load_encoders(out, tiny_model_cfg(), vocab)
     assert loaded_vocab.words() == vocab.words()
     assert loaded_meta["fingerprint"] == report["fingerprint"] == damsm.fingerprint(out)
@@ -647,7 +648,8 @@ def test_encoders_alone_errors_are_one_line_and_write_nothing(tmp_path, trunk_st
     _convert_encoders(paths, out)
     with pytest.raises(damsm.DAMSMLoadError, match="--embedding_dim=8, the run asks for 16"):
         damsm.load_encoders(str(out), tiny_model_cfg(embedding_dim=16))
-    other_vocab = reference.load_vocabulary(str(tmp_path / "other.pickle"))
+    other_vocab = attngan_format.load_vocabulary(str(tmp_path / "other.pickle"),
+                                                  "--captions_pickle")
     with pytest.raises(damsm.DAMSMLoadError, match=f"{VOCAB}-word vocabulary"):
         damsm.load_encoders(str(out), tiny_model_cfg(), other_vocab)
     with pytest.raises(reference.ConversionError, match="not empty"):

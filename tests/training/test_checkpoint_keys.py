@@ -220,7 +220,7 @@ def test_old_positional_checkpoints_load_by_position_with_a_warning(tmp_path, ca
 
 
 def test_inference_reads_path_keys_and_old_runs(tiny_run, tiny_inference, tmp_path):
-    from msmt_tf.training import restore
+    from msmt_tf import inference
 
     generator = tiny_inference.generator
     keys = dict(checkpointing.layer_variable_keys(generator))
@@ -235,7 +235,7 @@ def test_inference_reads_path_keys_and_old_runs(tiny_run, tiny_inference, tmp_pa
     os.makedirs(run / "checkpoints")
     shutil.copy(os.path.join(tiny_run.run_dir, "config.json"), run / "config.json")
     prefix = tf.train.Checkpoint(ema_generator=_OldMap(generator)).write(str(run / "checkpoints" / "ckpt-1"))
-    loaded = restore.load_for_inference(checkpoint=prefix)
+    loaded = inference.load_for_inference(checkpoint=prefix)
     for x, y in zip(loaded.generator.variables, generator.variables):
         assert x.path == y.path
         np.testing.assert_array_equal(x.numpy(), y.numpy())
@@ -244,8 +244,8 @@ def test_inference_reads_path_keys_and_old_runs(tiny_run, tiny_inference, tmp_pa
     other = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1, name="fc")], name="generator")
     prefix = tf.train.Checkpoint(ema_generator=checkpointing.VariableMap(other)).write(
         str(run / "checkpoints" / "ckpt-2"))
-    with pytest.raises(restore.RestoreError) as e:
-        restore.load_for_inference(checkpoint=prefix)
+    with pytest.raises(inference.RestoreError) as e:
+        inference.load_for_inference(checkpoint=prefix)
     assert isinstance(e.value, checkpointing.CheckpointError) and "\n" not in str(e.value)
     assert f"generator built from {run}/config.json" in str(e.value)
     assert "2 unexpected in checkpoint [ema_generator:fc/kernel, ema_generator:fc/bias]" in str(e.value)

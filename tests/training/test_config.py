@@ -1,6 +1,7 @@
 """TrainConfig: reference defaults, bounds, flags round trip."""
 
 import dataclasses
+import os
 
 import pytest
 from absl import flags
@@ -41,6 +42,11 @@ def test_bad_values_name_the_flag():
         TrainConfig(g_adv_factor=-0.5)
 
 
+def test_pipeline_seed_is_the_seed_of_a_deterministic_run():
+    assert TrainConfig(seed=7, deterministic=True).pipeline_seed == 7
+    assert TrainConfig(seed=7).pipeline_seed is None  # a faster, nondeterministic pipeline
+
+
 def test_total_steps():
     assert TrainConfig(max_steps=7, epochs=3).total_steps(100) == 7
     assert TrainConfig(max_steps=0, epochs=3).total_steps(100) == 300
@@ -59,3 +65,10 @@ def test_flags_round_trip():
                             d_mismatch_term="off")
     assert TrainConfig.from_dict(c.to_dict()) == c
     assert {f.name for f in dataclasses.fields(TrainConfig)} <= set(fv)
+
+
+def test_damsm_dir_defaults_to_the_datasets():
+    from msmt_tf.training.damsm_config import DAMSMConfig
+
+    assert DAMSMConfig().resolved_damsm_dir("cub") == os.path.join("runs", "cub_damsm")
+    assert DAMSMConfig(damsm_dir="enc").resolved_damsm_dir("cub") == "enc"

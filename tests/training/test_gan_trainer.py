@@ -132,7 +132,7 @@ def test_evaluation_on_a_one_class_test_split_skips_r_precision(runs, tmp_path, 
     shapes_lib.generate(directory, seed=3, num_train=2, num_test=3, size=64, processes=1)
     cfgs = fx.configs(max_steps=4, d_warmup_steps=3)
     cfgs.data = DataConfig(dataset="shapes", data_dir=directory, shapes_seed=3, shapes_num_train=2,
-                           shapes_num_test=3, shapes_size=64, base_size=32, stages=2,
+                           shapes_num_test=3, shapes_size=64,
                            shapes_max_objects=3, shapes_textured=0.4, shapes_layout="grid",
                            words_num=fx.WORDS, shapes_names=",".join(shapes_lib.SHAPES),
                            shapes_colours=",".join(shapes_lib.COLOURS))

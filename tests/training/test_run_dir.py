@@ -111,3 +111,35 @@ def test_evaluation_settings_never_block_a_resume(tmp_path):
     with pytest.raises(rd.RunDirError, match="lambda3"):
         rd.prepare_run_dir(path, {"train": TrainConfig(lambda3=1.0), "data": DATA,
                                   "eval": EvalConfig()})
+
+
+def test_config_json_of_earlier_versions_resumes_and_loads(tmp_path):
+    """Before each field had one owner, config.json held base_size/stages in "data" and "model"
+    and seed/deterministic in "data" and "train": such a run resumes and loads today."""
+    from msmt_tf.cli import common
+    from msmt_tf.models.config import ModelConfig
+
+    classes = dict(common.config_classes())
+    configs = {name: cls() for name, cls in classes.items()}
+    configs.update(model=ModelConfig(base_size=64, stages=3),
+                   train=TrainConfig(seed=5, deterministic=True))
+    old = rd.resolved_config(configs)
+    old["data"].update(base_size=64, stages=3, seed=5, deterministic=True)  # the old layout
+    path = tmp_path / "run"
+    path.mkdir()
+    (path / rd.CONFIG_FILE).write_text(json.dumps(old))
+    r = rd.prepare_run_dir(str(path), configs)
+    assert r.resumed and r.changes == {}
+    assert rd.load_configs(str(path), classes, strict=True) == configs
+    # The stored owner's value still counts: another --stages is refused.
+    with pytest.raises(rd.RunDirError, match=r"model\.stages: 3 -> 2"):
+        rd.prepare_run_dir(str(path), dict(configs, model=ModelConfig(base_size=64)))
+
+
+def test_upgrade_config_moves_keys_to_their_owner():
+    old = {"data": {"dataset": "shapes", "base_size": 32, "seed": 0, "deterministic": True},
+           "model": {"base_size": 32}, "train": {"seed": 3}}
+    assert rd.upgrade_config(old) == {"data": {"dataset": "shapes"}, "model": {"base_size": 32},
+                                      "train": {"seed": 3, "deterministic": True}}
+    assert old["data"]["seed"] == 0  # the argument is not changed
+    assert rd.upgrade_config({"data": {"stages": 2}}) == {"data": {}}  # no owner section

@@ -8,7 +8,8 @@ and the quickstart GAN step 1.7x faster (``benchmarks/train_step.py``: 0.58 s vs
 So the entry points (``train``, ``pretrain_damsm``, ``evaluate``, ``tools/fid.py``,
 ``sample``) call ``enable_onednn`` before they import TensorFlow (``msmt_tf.cli.entry.run(main,
 onednn=True)``, before ``main`` runs); a user who sets the variable
-(``TF_ENABLE_ONEDNN_OPTS=0``) keeps their choice.
+(``TF_ENABLE_ONEDNN_OPTS=0``) keeps their choice. ``onednn_enabled`` tells the precision choice
+(``msmt_tf.training.precision``) whether TensorFlow's bfloat16 CPU kernels are there.
 """
 
 import os

@@ -7,7 +7,7 @@ import tarfile
 import numpy as np
 import pytest
 
-from msmt_tf.evaluation import inception_weights as iw
+from msmt_tf.models import inception_weights as iw
 
 
 def test_cache_dir_precedence(monkeypatch, tmp_path):
