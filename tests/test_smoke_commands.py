@@ -249,13 +249,13 @@ def _prepare_folder(d):
 
 
 def _data_pipeline(d):
-    """README: python benchmarks/data_pipeline.py --images=400 --epochs=3."""
+    """docs/benchmarks.md: python benchmarks/data_pipeline.py --images=400 --epochs=3."""
     return _run("benchmarks/data_pipeline.py", "--images=2", "--epochs=1", "--batch_size=2",
                 "--shapes_train=2", "--shapes_test=1")
 
 
 def _forward(d):
-    """README: PYTHONPATH=. python benchmarks/forward.py --repeats=2 (every preset, 64 px)."""
+    """docs/benchmarks.md: PYTHONPATH=. python benchmarks/forward.py (every preset, 64 px)."""
     return _run("benchmarks/forward.py", "--sizes=64", "--batch=1", "--repeats=1", "--gf_dim=4",
                 "--words_num=4")
 
@@ -285,7 +285,7 @@ def _memory(d):
 
 
 def _inception_throughput(d):
-    """README: python benchmarks/inception_throughput.py (the default variant, oneDNN on)."""
+    """docs/benchmarks.md: python benchmarks/inception_throughput.py (default variant, oneDNN)."""
     return _run("benchmarks/inception_throughput.py", "--batch_size=1", "--batches=1",
                 "--image_size=64", "--variants=merged", "--onednn=on")
 
