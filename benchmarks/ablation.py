@@ -844,8 +844,9 @@ def define_flags():
 
 
 def main(argv):
-    if len(argv) > 1:
-        raise AblationError(f"unexpected arguments {argv[1:]}; use --rows, --seeds, --report.")
+    from msmt_tf.cli import entry
+
+    entry.no_arguments(argv, "--rows, --seeds, --report")
     settings = Settings(steps=FLAGS.steps, work_dir=os.path.abspath(FLAGS.work_dir),
                         out_dir=os.path.abspath(FLAGS.out_dir), doc=os.path.abspath(FLAGS.doc),
                         eval_images=FLAGS.eval_images, train_flags=tuple(FLAGS.train_flag),
@@ -856,7 +857,10 @@ def main(argv):
         return
     rows, seeds = select_rows(FLAGS.rows), parse_seeds(FLAGS.seeds)
     signal.signal(signal.SIGTERM, _Signals.handler)
-    run_all(settings, rows, seeds)
+    try:
+        run_all(settings, rows, seeds)
+    except KeyboardInterrupt:  # the running command got the same SIGINT and saved
+        raise AblationError("stopped by Ctrl-C; run the same command again to resume.") from None
     write_report(settings.doc, settings.out_dir)
     print(f"Wrote {settings.doc}")
 

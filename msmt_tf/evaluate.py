@@ -22,7 +22,7 @@ import json
 import os
 import sys
 
-from absl import app, flags, logging
+from absl import flags, logging
 
 from msmt_tf import configlib
 from msmt_tf.cli import common, entry, flagutil
@@ -123,8 +123,7 @@ def _summary(result):
 
 
 def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments {argv[1:]}; use flags (--run_dir, --checkpoint).")
+    entry.no_arguments(argv, "--run_dir, --checkpoint")
     eval_cfg = flagutil.from_flags(EvalConfig)
     if not FLAGS.run_dir and not eval_cfg.checkpoint:
         raise configlib.ConfigError("give --run_dir (a training run) or --checkpoint.")

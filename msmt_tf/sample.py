@@ -15,7 +15,7 @@ Only the flags of ``SampleConfig`` exist here (the run's config.json gives the m
 
 import sys
 
-from absl import app, flags
+from absl import flags
 
 from msmt_tf.cli import entry, flagutil
 from msmt_tf.inference_config import SampleConfig
@@ -33,8 +33,7 @@ def define_flags(flag_values=FLAGS):
 
 
 def main(argv, flag_values=FLAGS):
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments {argv[1:]}; give captions with --text.")
+    entry.no_arguments(argv, "--text=CAPTION, --run_dir")
     cfg = flagutil.from_flags(SampleConfig, flag_values)  # a bad flag fails before TensorFlow
     from msmt_tf import sampling
 

@@ -60,8 +60,7 @@ REFERENCE_IMAGE_SIZE = 299  # CNN_ENCODER resizes its input to 299 x 299
 
 
 def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments {argv[1:]}; use flags.")
+    entry.no_arguments(argv, "--netG, --text_encoder, --out, --help")
     from msmt_tf.interop import reference
 
     required = ("text_encoder", "captions_pickle", "out")

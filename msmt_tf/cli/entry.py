@@ -58,11 +58,11 @@ def user_error_message(exc):
     return None
 
 
-def no_arguments(argv):
-    """Refuses positional arguments (``train flags/x.flags`` without ``--flagfile=``)."""
+def no_arguments(argv, hint="--flagfile=FILE, --preset=NAME, --help"):
+    """Refuses positional arguments (``train flags/x.flags`` without ``--flagfile=``); ``hint``
+    names the flags to use instead."""
     if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments {argv[1:]}; use flags (--flagfile=FILE, "
-                             "--preset=NAME, --help).")
+        raise app.UsageError(f"unexpected arguments {argv[1:]}; use flags ({hint}).")
 
 
 def fail(message):

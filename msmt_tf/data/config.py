@@ -37,7 +37,8 @@ class DataConfig(configlib.ConfigBase):
     captions_per_image: int = configlib.option(
         10, "Captions per image (CAPTIONS_PER_IMAGE): 10 for CUB and shapes, 5 for COCO.", lower=1)
     test_fraction: float = configlib.option(
-        0.1, "Fraction of a custom folder's images put in the test split (drawn with --seed).",
+        0.1, "Fraction of a custom folder's images put in the test split (drawn with --seed when "
+        "the folder is converted).",
         lower=0.0, upper=0.9)
     shapes_seed: int = configlib.option(
         0, "Seed that generates the synthetic shapes dataset (kept apart from --seed so runs "

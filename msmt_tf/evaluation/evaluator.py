@@ -30,12 +30,14 @@ be called many times. The protocol (``docs/metrics.md``, "Evaluation protocol"):
   the binding scores ``binding_accuracy``, ``objects_present``, ``relation_accuracy``, ...:
   ``docs/shapes_binding.md``).
 
-What a metric needs from the split (two images for a covariance, an image per R-precision
+The metrics are the registered ``registry.Metric`` objects (``registry.py``: name, result keys,
+the image count in their reported names, requirements, computation); ``_run`` runs the requested
+ones. What a metric needs from the split (two images for a covariance, an image per R-precision
 fold, 99 captions of other classes per image, ten images for the IS splits, the shapes
-attribute files, ...) is checked by ``_plan`` *before* anything is generated. ``mode="strict"``
-(``python -m msmt_tf.evaluate``) stops with an ``EvaluationError`` naming the flag to change;
-``mode="adaptive"`` (the in-training evaluation) skips the metric with the reason in
-``result["skipped"]``, or shrinks a setting where the number stays comparable (fewer
+attribute files, ...) is its ``check``, run by ``_plan`` *before* anything is generated.
+``mode="strict"`` (``python -m msmt_tf.evaluate``) stops with an ``EvaluationError`` naming the
+flag to change; ``mode="adaptive"`` (the in-training evaluation) skips the metric with the
+reason in ``result["skipped"]``, or shrinks a setting where the number stays comparable (fewer
 R-precision folds: same mean, only the spread changes) and records it in
 ``protocol["adjusted"]``. KID subsets are ``min(--kid_subset_size, N_gen, N_ref)`` in both
 modes (KID is unbiased in the subset size); the size used is in the protocol.
@@ -47,15 +49,15 @@ import logging
 import os
 import sys
 import time
+import types
 
 import numpy as np
 
 from msmt_tf import errors
 from msmt_tf.evaluation import fid as fid_lib
 from msmt_tf.evaluation import generation
-from msmt_tf.evaluation import inception_score as is_lib
-from msmt_tf.evaluation import kid as kid_lib
 from msmt_tf.evaluation import r_precision as rp_lib
+from msmt_tf.evaluation import registry
 from msmt_tf.inference import NOISE_RULE, QUANTIZE_RULES, quantize
 
 _log = logging.getLogger(__name__)
@@ -232,6 +234,17 @@ class Evaluator:
             self._classifier.check(self.eval_cfg.attr_min_accuracy)
         return self._classifier
 
+    def attribute_classifier_problem(self):
+        """None when the attribute classifier loads and passes ``--attr_min_accuracy``, else
+        the ``AttributeClassifierError`` saying why (the ``attributes`` metric's requirement)."""
+        from msmt_tf.evaluation.attribute_classifier import AttributeClassifierError
+
+        try:
+            self.attribute_classifier()
+        except AttributeClassifierError as e:
+            return e
+        return None
+
     @property
     def image_size(self):
         return self.model_cfg.image_sizes[-1]
@@ -407,97 +420,16 @@ class Evaluator:
 
     # ------------------------------------------------------------------ requirements
     def _plan(self, num_images, metrics, image_idx):
-        """Checks what every requested metric needs against the split, before generating.
-
-        Per metric: FID needs 2 generated and 2 reference images (a covariance); KID subsets
-        of ``min(--kid_subset_size, N_gen, N_ref) >= 2`` images (smaller than asked is
-        recorded: KID stays unbiased); IS the official softmax and 10 images (its 10 splits;
-        a split's score depends on its size, so fewer splits are not comparable); R-precision
-        the DAMSM image encoder, ``--r_negatives`` captions of other classes for every query
-        class (fewer negatives would inflate it: never shrunk) and an image per fold (fewer
-        folds keep the mean, so adaptive mode shrinks them); attribute accuracy the shapes
-        data and a classifier that passes ``--attr_min_accuracy``. See ``_Plan`` for what
-        strict and adaptive mode do with an unmet need.
-        """
-        cfg = self.eval_cfg
-        plan = _Plan(self.mode, cfg)
+        """Checks what every requested metric needs against the split, before generating:
+        the ``check`` of each metric of the registry (``registry.py`` says what each needs;
+        ``_Plan`` what strict and adaptive mode do with an unmet need)."""
+        plan = _Plan(self.mode, self.eval_cfg)
         plan.run = set(metrics)
-        n_ref = self.reference_count()
-        more = "raise --num_images or leave {} out of --metrics"
-        if "fid" in plan.run:
-            if num_images < fid_lib.MIN_IMAGES:
-                plan.unmet("fid", f"FID needs at least {fid_lib.MIN_IMAGES} generated images for "
-                           f"a covariance, got {num_images}", more.format("fid"))
-            elif n_ref < fid_lib.MIN_IMAGES:
-                plan.unmet("fid", f"FID needs at least {fid_lib.MIN_IMAGES} real test images for "
-                           f"the reference covariance, the test split gives {n_ref}",
-                           "use a test split with more images or leave fid out of --metrics")
-        if "kid" in plan.run:
-            m = kid_lib.subset_size_for(cfg.kid_subset_size, num_images, n_ref)
-            if m < 2:
-                plan.unmet("kid", f"KID needs subsets of at least 2 images, but only {num_images} "
-                           f"generated and {n_ref} real test images are scored",
-                           more.format("kid"))
-            elif m < cfg.kid_subset_size:
-                plan.kid_subset_size = m
-                plan.adjusted["kid"] = (
-                    f"subsets of {m} images instead of --kid_subset_size={cfg.kid_subset_size} "
-                    f"({num_images} generated, {n_ref} real test images); KID is unbiased in "
-                    "the subset size, only its spread grows")
-        if "is" in plan.run:
-            if self.softmax() is None:
-                plan.skip("is", is_lib.SKIPPED_MESSAGE)
-            elif num_images < is_lib.SPLITS:
-                plan.unmet("is", f"the Inception Score needs at least {is_lib.SPLITS} images (its "
-                           f"{is_lib.SPLITS} splits), got {num_images}", more.format("is"),
-                           "fewer splits would not be comparable (a split's score depends on "
-                           "its size)")
-        if "r_precision" in plan.run:
-            self._plan_r_precision(plan, num_images, image_idx)
-        if "attributes" in plan.run:
-            if self.data_cfg.dataset != "shapes":
-                plan.skip("attributes", "attribute accuracy is defined only for --dataset=shapes "
-                          f"(this is --dataset={self.data_cfg.dataset})")
-            else:
-                from msmt_tf.evaluation.attribute_classifier import AttributeClassifierError
-
-                try:
-                    self.attribute_classifier()
-                except AttributeClassifierError as e:
-                    if self.mode == "strict":
-                        raise
-                    plan.skip("attributes", f"the attribute classifier is unavailable: {e}")
+        for name in registry.names():
+            if name in plan.run:
+                registry.get(name).check(self, plan, num_images, image_idx)
         self._report(plan)
         return plan
-
-    def _plan_r_precision(self, plan, num_images, image_idx):
-        cfg = self.eval_cfg
-        if self.image_encoder is None:
-            plan.skip("r_precision", "no DAMSM image encoder was given")
-            return
-        query_classes = np.asarray(self.split.class_ids)[image_idx]
-        short = rp_lib.negative_shortfall(query_classes, self.candidate_classes(), cfg.r_negatives)
-        if short:
-            c, available = min(short.items(), key=lambda kv: kv[1])
-            classes = len(np.unique(self.split.class_ids))
-            plural = "class" if classes == 1 else f"classes, {len(short)} of them short"
-            plan.unmet(
-                "r_precision",
-                f"R-precision needs --r_negatives={cfg.r_negatives} captions of other classes per "
-                f"image, but the test split ({len(self.split)} images, {classes} {plural}) has "
-                f"only {available} captions of classes other than class {c}",
-                "evaluate on a test split with more classes, lower --r_negatives (not comparable "
-                f"with the paper's 99) or leave r_precision out of --metrics",
-                "fewer negatives would inflate R-precision (not comparable with the paper's 99)")
-            return
-        if num_images < cfg.r_folds:
-            plan.shrink(
-                "r_precision", f"--num_images={num_images} < --r_folds={cfg.r_folds} (R-precision "
-                "needs at least one image per fold)",
-                "raise --num_images or lower --r_folds",
-                f"{num_images} folds; the mean over the same hits is unchanged, only the standard "
-                "deviation comes from fewer, smaller folds")
-            plan.r_folds = num_images
 
     def _report(self, plan):
         """Logs every skip and adjustment once per evaluator (periodic evaluations repeat them)."""
@@ -510,19 +442,27 @@ class Evaluator:
     # ------------------------------------------------------------------ scoring
     def _run(self, batches, image_idx, num_images, batch_size, seed, metrics, progress, save_dir,
              what):
+        """Plans, streams ``batches`` once collecting what the planned metrics ``need``, then
+        lets each registered metric compute its numbers (``registry.Metric.compute``)."""
         cfg = self.eval_cfg
         start = time.perf_counter()
         plan = self._plan(num_images, metrics, image_idx)
-        want_rp, want_is, want_attr = (m in plan.run for m in ("r_precision", "is", "attributes"))
-        want_features = bool({"fid", "kid", "is"} & plan.run)
-        binding = {} if want_attr and self.data_cfg.shapes_binding else None
-        classifier = self.attribute_classifier() if want_attr else None
+        planned = [registry.get(m) for m in registry.names() if m in plan.run]
+        needs = set().union(*(m.needs for m in planned))
+        want_features, want_rp, want_attr = (n in needs for n in ("features", "image_codes",
+                                                                  "attributes"))
+        state = types.SimpleNamespace(
+            features=[], hits=[], attr_totals={}, reference=None, classifier=None, binding=None,
+            stream_seed=lambda stream: int(_rng(seed, _STREAMS[stream]).integers(2**31)))
+        if want_attr:
+            state.classifier = self.attribute_classifier()
+            state.binding = {} if self.data_cfg.shapes_binding else None
         if want_rp:
             cand_feats, cand_classes = self.candidate_sentences()
             query_classes = np.asarray(self.split.class_ids)[image_idx]
             negatives = rp_lib.sample_negatives(
                 query_classes, cand_classes, cfg.r_negatives,
-                seed=int(_rng(seed, _STREAMS["negatives"]).integers(2**31)))
+                seed=state.stream_seed("negatives"))
         generate = bool(plan.run) or bool(save_dir)
         if not generate:  # every metric skipped: no images are generated
             batches = ()
@@ -532,20 +472,21 @@ class Evaluator:
             os.makedirs(save_dir, exist_ok=True)
 
         report = _progress_fn(progress, what)
-        features, hits, attr_totals, final_size, done = [], [], {}, None, 0
+        final_size, done = None, 0
         for fake, tok, sentence in batches:
             b = len(fake)
             final_size = int(fake.shape[1])
             images = quantize(fake, cfg.quantize)
             if want_features:
-                features.append(np.asarray(self.feature_extractor(images), np.float32))
+                state.features.append(np.asarray(self.feature_extractor(images), np.float32))
             if want_rp:
                 code = np.asarray(self.image_encoder(fake, training=False)[1], np.float32)
-                hits.append(rp_lib.r_precision_hits(
+                state.hits.append(rp_lib.r_precision_hits(
                     code, sentence, cand_feats[negatives[done : done + b]]))
             if want_attr:
                 words_of = [[self.vocab.ixtoword.get(int(i), "") for i in row if i] for row in tok]
-                self._add_attributes(attr_totals, classifier, images, words_of, binding)
+                self._add_attributes(state.attr_totals, state.classifier, images, words_of,
+                                     state.binding)
             if save_dir:
                 for k in range(b):
                     key = self.split.keys[image_idx[done + k]].replace("/", "_")
@@ -559,40 +500,15 @@ class Evaluator:
         protocol = self._protocol(num_images, batch_size, seed, metrics, final_size, plan)
         protocol["images"] = what
         if want_features:
-            features = np.concatenate(features)
-        if "fid" in plan.run or "kid" in plan.run:
+            state.features = np.concatenate(state.features)
+        if "reference" in needs:
             mu_r, sigma_r, real_features, info = self.real_statistics(
                 self.reference_images, progress=progress)
+            state.reference = (mu_r, sigma_r, real_features)
             protocol["reference"] = info
             protocol["inception"]["weights_sha256"] = self.weights_sha256
-            if "fid" in plan.run:
-                mu_g, sigma_g = fid_lib.feature_statistics(features)
-                result["fid"] = fid_lib.frechet_distance(mu_g, sigma_g, mu_r, sigma_r)
-            if "kid" in plan.run:
-                result["kid_mean"], result["kid_std"] = kid_lib.kernel_inception_distance(
-                    features, real_features, cfg.kid_subsets, plan.kid_subset_size,
-                    seed=int(_rng(seed, _STREAMS["kid"]).integers(2**31)))
-        if want_is:
-            result["is_mean"], result["is_std"] = is_lib.inception_score_from_features(
-                features, self.softmax())
-        if want_rp:
-            result["r_precision_mean"], result["r_precision_std"] = rp_lib.fold_statistics(
-                np.concatenate(hits), plan.r_folds,
-                seed=int(_rng(seed, _STREAMS["folds"]).integers(2**31)))
-        if want_attr:
-            found = sum(f for f, _ in attr_totals.values())
-            stated = sum(n for _, n in attr_totals.values())
-            result["attribute_accuracy"] = found / stated if stated else float("nan")
-            result["attribute_accuracy_per_attribute"] = {
-                k: f / n for k, (f, n) in sorted(attr_totals.items()) if n}
-            protocol["attributes"] = {
-                "statements": int(stated),
-                "classifier_heldout": classifier.report["heldout"],
-                "classifier_train_images": classifier.report["train_images"],
-                "classifier_dir": classifier.report.get("directory"),
-            }
-            if binding is not None:
-                self._binding_result(result, protocol, binding)
+        for metric in planned:
+            result.update(metric.compute(self, state, plan, protocol))
         result["skipped"] = dict(plan.skipped)
         result["seconds"] = round(time.perf_counter() - start, 2)
         result["protocol"] = protocol

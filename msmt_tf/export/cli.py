@@ -10,7 +10,7 @@ Signatures ``generate(captions, noise)``, ``generate_seeded(captions, seed)``,
 ``msmt_tf.export.saved_model``. Only the flags of ``ExportConfig`` exist here.
 """
 
-from absl import app, flags
+from absl import flags
 
 from msmt_tf.cli import entry, flagutil
 from msmt_tf.inference_config import ExportConfig
@@ -23,8 +23,7 @@ def define_flags(flag_values=FLAGS):
 
 
 def main(argv, flag_values=FLAGS):
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments {argv[1:]}; use flags (--run_dir, --out).")
+    entry.no_arguments(argv, "--run_dir, --out")
     cfg = flagutil.from_flags(ExportConfig, flag_values)  # a bad flag fails before TensorFlow
     from msmt_tf.export import saved_model
 

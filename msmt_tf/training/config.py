@@ -89,9 +89,9 @@ class TrainConfig(configlib.ConfigBase):
         20, "Abort after this many non-finite (skipped) steps in a row.", lower=1
     )
     seed: int = option(
-        0, "Seed of the run: model initialisation, noise, the input pipeline when --deterministic, "
-        "and the train/test split of a custom folder (the synthetic shapes data has its own "
-        "--shapes_seed).", lower=0
+        0, "Seed of the run: model initialisation, noise, the input pipeline when --deterministic; "
+        "python -m msmt_tf.prepare_data also draws a custom folder's train/test split with it "
+        "(the synthetic shapes data has its own --shapes_seed).", lower=0
     )
     deterministic: bool = option(
         False, "Deterministic run: TF op determinism (tf.config.experimental.enable_op_determinism, "

@@ -16,6 +16,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from msmt_tf.evaluation import registry
 from msmt_tf.models.discriminator import Discriminator
 from msmt_tf.models.generator import build_generator
 from msmt_tf.models.param_count import dummy_generator_inputs
@@ -61,13 +62,19 @@ def make_optimizer(lr, train_cfg, variables):
     return opt
 
 
-def eval_scalars(result, seconds):
-    """The scalars of one evaluation: every number of `result` as ``eval/<name>``, each
-    per-attribute accuracy as ``eval/attribute_accuracy/<attribute>``, and the seconds taken."""
-    scalars = {f"eval/{k}": v for k, v in result.items()
+def eval_scalars(result, seconds, num_images):
+    """The scalars of one evaluation of `num_images` images: every metric number of `result`
+    under its registered name with the image count (``eval/fid200``, ``eval/kid2k_mean``:
+    `evaluation.registry.tag`; a 200-image FID is never plotted beside a 30k one), each
+    per-attribute accuracy as ``eval/attribute_accuracy<count>/<attribute>``, other numbers as
+    ``eval/<name>``, and the seconds taken."""
+    def name(key):
+        return f"eval/{registry.tag(key, num_images) or key}"
+
+    scalars = {name(k): v for k, v in result.items()
                if isinstance(v, (int, float)) and not isinstance(v, bool)}
-    for name, value in result.get("attribute_accuracy_per_attribute", {}).items():
-        scalars[f"eval/attribute_accuracy/{name}"] = float(value)
+    for attribute, value in result.get("attribute_accuracy_per_attribute", {}).items():
+        scalars[name(f"attribute_accuracy/{attribute}")] = float(value)
     scalars["eval/seconds"] = float(seconds)
     return scalars
 
@@ -251,7 +258,7 @@ class GANTrainer:
         result = self.evaluator.evaluate(self.ema_generator, num_images=self.eval_num_images,
                                          batch_size=min(50, self.eval_num_images),
                                          seed=self.cfg.seed)
-        scalars = eval_scalars(result, time.time() - t0)
+        scalars = eval_scalars(result, time.time() - t0, self.eval_num_images)
         if self.is_chief:
             metrics_logger.scalars(step, scalars)
         if "fid" in result and np.isfinite(result["fid"]):

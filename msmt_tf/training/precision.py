@@ -121,13 +121,30 @@ def gpu_capabilities() -> list:
     return caps
 
 
-def explicit_warning(res: Resolution, auto: Resolution):
-    """The warning for an explicit mixed policy that ``auto`` would not pick on this machine
-    (``auto``: ``choose_precision(AUTO, ...)`` of its facts), else None."""
-    if res.requested == AUTO or res.precision == "float32" or res.precision == auto.precision:
+BF16_GPU_CAPABILITY = (8, 0)  # Ampere and later compute in bfloat16 natively
+
+
+def explicit_warning(precision, cpu_flags=(), gpu_capabilities=(), onednn=True):
+    """The warning for an explicit mixed ``precision`` the machine (its facts, as
+    ``choose_precision``'s) has no native support for, else None: float16 needs GPUs of compute
+    capability >= 7.0, bfloat16 GPUs of >= 8.0 or, without GPUs, a CPU with AVX512_BF16/AMX-BF16
+    and oneDNN."""
+    gpus = list(gpu_capabilities)
+    if precision == "mixed_float16":
+        needs, ok = "GPUs of compute capability >= 7.0", bool(gpus) and all(
+            c is not None and tuple(c) >= TENSOR_CORE_CAPABILITY for c in gpus)
+    elif precision == "mixed_bfloat16":
+        needs = "GPUs of compute capability >= 8.0 or a CPU with " + "/".join(BF16_CPU_FLAGS)
+        if gpus:
+            ok = all(c is not None and tuple(c) >= BF16_GPU_CAPABILITY for c in gpus)
+        else:
+            ok = onednn and any(f in set(cpu_flags) for f in BF16_CPU_FLAGS)
+    else:
         return None
-    return (f"--precision={res.precision} where auto would pick {auto.precision} "
-            f"({auto.reason}): expect it to be emulated and slower than {auto.precision}.")
+    if ok:
+        return None
+    return (f"--precision={precision} needs {needs} to run natively; here it is emulated and "
+            "likely slower than float32 (--precision=auto picks what this machine runs fast).")
 
 
 @functools.lru_cache(maxsize=None)
@@ -136,12 +153,15 @@ def resolve(requested: str) -> Resolution:
     warning for an explicit mixed policy the machine has no native support for)."""
     from msmt_tf.training import onednn
 
-    auto = choose_precision(AUTO, cpu_flags(), gpu_capabilities(), onednn.onednn_enabled())
-    res = auto if requested == AUTO else choose_precision(requested)
+    facts = (cpu_flags(), gpu_capabilities(), onednn.onednn_enabled())
+    if requested == AUTO:
+        res = choose_precision(AUTO, *facts)
+    else:
+        res = choose_precision(requested)
+        warning = explicit_warning(requested, *facts)
+        if warning:
+            logging.warning("%s", warning)
     logging.info("%s", res.message())
-    warning = explicit_warning(res, auto)
-    if warning:
-        logging.warning("%s", warning)
     return res
 
 

@@ -250,10 +250,63 @@ def test_bad_arguments(data_cfg, tmp_path):
         ev.evaluate(PaintSentence(), num_images=5, metrics=("r_precision",))
     from msmt_tf import configlib
 
-    with pytest.raises(configlib.ConfigError, match="--metrics"):
+    with pytest.raises(configlib.ConfigError, match="--metrics") as e:
         EvalConfig(metrics=("fid", "psnr"))
+    assert str(e.value) == ("--metrics=fid,psnr: unknown metric psnr; give a comma-separated "
+                            "subset of the known metrics fid,kid,r_precision,is,attributes.")
+    with pytest.raises(configlib.ConfigError, match="no metric given"):
+        EvalConfig(metrics=())
     with pytest.raises(configlib.ConfigError, match="exclusive"):
         EvalConfig(inception_weights="a.npz", inception_graph="b.pb")
+
+
+class _BlindClassifier:
+    """Attribute-classifier stand-in that sees no object (every object statement fails)."""
+
+    report = {"heldout": {"object_attributes": 1.0}, "train_images": 0, "directory": None}
+
+    def check(self, min_accuracy):
+        pass
+
+    def read(self, images, batch_size=256):
+        from msmt_tf.evaluation import attribute_classifier as ac
+
+        return [ac.Reading({}, None) for _ in images]
+
+
+def test_registry_lists_exactly_the_metrics_the_evaluator_computes(data_cfg, tmp_path):
+    from msmt_tf.evaluation import registry
+
+    # the metrics of the module docstring, by hand (StyleGAN2-ADA's metric_main: by name)
+    assert registry.names() == ("fid", "kid", "r_precision", "is", "attributes")
+    assert EvalConfig().metrics == registry.names()
+    ev = _evaluator(data_cfg, tmp_path)
+    ev._softmax, ev._classifier = _softmax_stub(), _BlindClassifier()
+    not_numbers = {"skipped", "seconds", "protocol"}
+    everything = ev.evaluate(PaintSentence(), num_images=20, metrics=registry.names())
+    assert everything["skipped"] == {}
+    assert everything["protocol"]["computed"] == list(registry.names())
+    binding = set(registry.BINDING_METRICS)  # only on --shapes_binding data (test_binding_scores)
+    assert set(everything) - not_numbers == {
+        k for m in registry.METRICS.values() for k in m.keys} - binding
+    for metric in registry.METRICS.values():  # each alone: its keys, the same numbers
+        alone = ev.evaluate(PaintSentence(), num_images=20, metrics=(metric.name,))
+        assert set(alone) - not_numbers == set(metric.keys) - binding, metric.name
+        for key in set(metric.keys) - binding:
+            assert alone[key] == everything[key], key
+
+
+def test_the_metrics_flag_lists_the_registry():
+    from absl import flags
+
+    from msmt_tf import evaluate
+    from msmt_tf.evaluation import registry
+
+    evaluate.define_flags()
+    text = flags.FLAGS["metrics"].help
+    for metric in registry.METRICS.values():
+        assert f"{metric.name} ({metric.description})" in text
+    assert "eval/fid200" in text
 
 
 def test_real_inception_on_a_handful_of_images(data_cfg, tmp_path, fid_weight_arrays):
@@ -438,3 +491,20 @@ def test_adaptive_mode_generates_nothing_when_every_metric_is_skipped(data_cfg, 
     assert set(result["skipped"]) == {"fid", "kid", "r_precision"}
     assert "at least 2 generated images" in result["skipped"]["fid"]
     assert result["protocol"]["computed"] == []
+
+
+def test_a_one_image_test_split_stops_fid_in_strict_mode_and_skips_it_in_adaptive(data_cfg,
+                                                                                   tmp_path):
+    # FID needs two real test images for the reference covariance; KID subsets of
+    # min(20, 3 generated, 1 real) = 1 image
+    strict = _small_evaluator(data_cfg, tmp_path, [17], "strict")
+    _CountingGenerator.calls = 0
+    with pytest.raises(EvaluationError, match="the test split gives 1.*leave fid out of --metrics"):
+        strict.evaluate(_CountingGenerator(), num_images=3, metrics=("fid", "kid"))
+    with pytest.raises(EvaluationError, match="KID needs subsets of at least 2 .*--num_images"):
+        strict.evaluate(_CountingGenerator(), num_images=3, metrics=("kid",))
+    assert _CountingGenerator.calls == 0  # checked before generating
+    adaptive = _small_evaluator(data_cfg, tmp_path, [17], "adaptive").evaluate(
+        _CountingGenerator(), num_images=3, metrics=("fid", "kid"))
+    assert set(adaptive["skipped"]) == {"fid", "kid"} and _CountingGenerator.calls == 0
+    assert "the test split gives 1" in adaptive["skipped"]["fid"]

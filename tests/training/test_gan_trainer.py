@@ -90,16 +90,21 @@ def test_checkpoints_rotate_and_config_is_stored(runs):
     assert stored["model"]["gf_dim"] == 4 and stored["train"]["max_steps"] == 4
 
 
-def test_eval_scalars_flatten_per_attribute_accuracy():
+def test_eval_scalars_name_metrics_with_the_image_count():
     from msmt_tf.training.gan_trainer import eval_scalars
 
-    result = {"fid": 12.5, "num_images": 300, "is_skipped": True, "note": "text",
-              "attribute_accuracy": 0.5,
+    result = {"fid": 12.5, "kid_mean": 0.25, "num_images": 300, "is_skipped": True, "note": "text",
+              "attribute_accuracy": 0.5, "binding_accuracy": 0.125,
               "attribute_accuracy_per_attribute": {"colour": 0.75, "shape": 0.25}}
-    assert eval_scalars(result, 3) == {
-        "eval/fid": 12.5, "eval/num_images": 300, "eval/attribute_accuracy": 0.5,
-        "eval/attribute_accuracy/colour": 0.75, "eval/attribute_accuracy/shape": 0.25,
+    assert eval_scalars(result, 3, 200) == {
+        "eval/fid200": 12.5, "eval/kid200_mean": 0.25, "eval/num_images": 300,
+        "eval/attribute_accuracy200": 0.5, "eval/binding_accuracy200": 0.125,
+        "eval/attribute_accuracy200/colour": 0.75, "eval/attribute_accuracy200/shape": 0.25,
         "eval/seconds": 3.0}
+    # thousands as k (StyleGAN2-ADA's fid50k): 2,000 and 30,000 images are other tags
+    assert set(eval_scalars({"fid": 1.0}, 0, 2000)) == {"eval/fid2k", "eval/seconds"}
+    assert set(eval_scalars({"fid": 1.0}, 0, 30000)) == {"eval/fid30k", "eval/seconds"}
+    assert set(eval_scalars({"fid": 1.0}, 0, 1500)) == {"eval/fid1500", "eval/seconds"}
 
 
 def test_evaluation_on_a_one_class_test_split_skips_r_precision(runs, tmp_path, monkeypatch):
@@ -157,13 +162,15 @@ def test_evaluation_on_a_one_class_test_split_skips_r_precision(runs, tmp_path, 
     assert "r_precision_mean" not in final and final["protocol"]["mode"] == "adaptive"
     assert final["protocol"]["kid"]["subset_size"] == 3
     logged = [json.loads(x) for x in open(os.path.join(path, "metrics.jsonl"))][-1]
-    assert logged["step"] == 4 and "eval/r_precision_mean" not in logged
-    assert np.isfinite(logged["eval/fid"]) and logged["eval/fid"] == pytest.approx(final["fid"])
+    assert logged["step"] == 4 and "eval/r_precision3_mean" not in logged
+    # eval_num_images=3: the tags carry the count (metrics.json keeps "fid")
+    assert "eval/fid" not in logged and "eval/kid3_mean" in logged
+    assert np.isfinite(logged["eval/fid3"]) and logged["eval/fid3"] == pytest.approx(final["fid"])
     # a periodic evaluation through the hook gives the same numbers (same seed, same images)
     scalars = _Scalars()
     again = trainer.evaluate(scalars, 5)
     assert again["fid"] == pytest.approx(final["fid"], rel=1e-6)
-    assert scalars.logged[0][1]["eval/kid_mean"] == pytest.approx(final["kid_mean"])
+    assert scalars.logged[0][1]["eval/kid3_mean"] == pytest.approx(final["kid_mean"])
     out = io.StringIO()
     runner.report(path, result, None, out)
     assert "r_precision skipped: R-precision needs --r_negatives=99" in out.getvalue()

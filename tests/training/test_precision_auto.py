@@ -67,18 +67,20 @@ def test_an_explicit_precision_always_wins(explicit):
 
 
 def test_an_explicit_mixed_policy_without_native_support_is_warned():
-    no_bf16 = precision.choose_precision("auto", {"avx512f"}, [])
-    bf16 = precision.choose_precision("auto", {"avx512_bf16"}, [])
-    gpu = precision.choose_precision("auto", set(), [(7, 0)])
-    explicit = precision.choose_precision
-    assert precision.explicit_warning(explicit("mixed_bfloat16"), no_bf16) == (
-        "--precision=mixed_bfloat16 where auto would pick float32 (no GPU, and the CPU has no "
-        "avx512_bf16/amx_bf16): expect it to be emulated and slower than float32.")
-    assert "mixed_float16" in precision.explicit_warning(explicit("mixed_float16"), bf16)
-    assert precision.explicit_warning(explicit("mixed_bfloat16"), bf16) is None
-    assert precision.explicit_warning(explicit("mixed_float16"), gpu) is None
-    assert precision.explicit_warning(explicit("float32"), bf16) is None  # the safe choice
-    assert precision.explicit_warning(bf16, bf16) is None  # auto itself
+    warn = precision.explicit_warning
+    assert warn("mixed_bfloat16", {"avx512f"}, []) == (
+        "--precision=mixed_bfloat16 needs GPUs of compute capability >= 8.0 or a CPU with "
+        "avx512_bf16/amx_bf16 to run natively; here it is emulated and likely slower than "
+        "float32 (--precision=auto picks what this machine runs fast).")
+    assert warn("mixed_bfloat16", {"avx512_bf16"}, []) is None
+    assert warn("mixed_bfloat16", {"avx512_bf16"}, [], onednn=False) is not None
+    assert warn("mixed_bfloat16", set(), [(8, 0)]) is None  # A100: native bfloat16
+    assert warn("mixed_bfloat16", {"avx512_bf16"}, [(7, 0)]) is not None  # V100: the GPU runs it
+    assert warn("mixed_float16", {"avx512_bf16"}, []) is not None  # no GPU
+    assert warn("mixed_float16", set(), [(7, 0), (8, 6)]) is None
+    assert warn("mixed_float16", set(), [(6, 1)]) is not None
+    assert warn("mixed_float16", set(), [None]) is not None
+    assert warn("float32", set(), []) is None  # the safe choice is never warned
 
 
 def test_multiworker_needs_an_explicit_precision():

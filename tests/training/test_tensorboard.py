@@ -1,7 +1,7 @@
 """A real ``tensorboard`` server reads back what ``MetricsLogger`` writes, over its HTTP data API.
 
 A run directory ``runs/tiny`` is written with the tags the GAN trainer logs (``g_loss``,
-``d_loss/stage1``, ``lr/generator``, ``eval/fid`` from ``gan_trainer.eval_scalars``, the captioned
+``d_loss/stage1``, ``lr/generator``, ``eval/fid8`` from ``gan_trainer.eval_scalars``, the captioned
 ``samples/stage1`` grid) and then resumed from step 2, as ``python -m msmt_tf.train`` does after
 a stop. ``tensorboard --logdir runs`` (the README command) is started twice on 127.0.0.1: with
 the Rust data server (``--load_fast=true``, what the default ``auto`` picks when
@@ -53,7 +53,7 @@ def _write_run(run_dir):
         grid, _ = log.grid(0, "samples/stage1", images, ["a red bird", "a small blue bird"])
         for step, g in FIRST.items():
             log.scalars(step, {"d_loss/stage1": 0.25, "lr/generator": 2e-4, "g_loss": g})
-        log.scalars(2, eval_scalars(EVAL, 3.0))
+        log.scalars(2, eval_scalars(EVAL, 3.0, EVAL["num_images"]))
     with logger_lib.MetricsLogger(run_dir, resume_step=2) as log:
         # g_loss last: its resumed step 4 is the last event of the run (what _loaded waits for)
         for step, g in RESUMED.items():
@@ -167,7 +167,7 @@ def test_tensorboard_serves_logged_scalars_and_grid(servers, load_fast):
 
     assert server.get("/data/runs") == [RUN]
     scalar_tags = server.get("/data/plugin/scalars/tags")[RUN]
-    assert set(scalar_tags) == {"g_loss", "d_loss/stage1", "lr/generator", "eval/fid",
+    assert set(scalar_tags) == {"g_loss", "d_loss/stage1", "lr/generator", "eval/fid8",
                                 "eval/num_images", "eval/seconds"}
     # steps 3 and 4 of the first session were orphaned by the resume: replaced, not doubled
     expected = {**{s: v for s, v in FIRST.items() if s <= 2}, **RESUMED}
@@ -177,7 +177,7 @@ def test_tensorboard_serves_logged_scalars_and_grid(servers, load_fast):
     lr = server.get("/data/plugin/scalars/scalars", run=RUN, tag="lr/generator")
     assert [step for _, step, _ in lr] == [1, 2, 3, 4]
     assert lr[0][2] == pytest.approx(2e-4, rel=1e-6)  # float32 in the event file
-    fid = server.get("/data/plugin/scalars/scalars", run=RUN, tag="eval/fid")
+    fid = server.get("/data/plugin/scalars/scalars", run=RUN, tag="eval/fid8")
     assert [(step, value) for _, step, value in fid] == [(2, EVAL["fid"])]
 
     image_tags = server.get("/data/plugin/images/tags")[RUN]
