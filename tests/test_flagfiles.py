@@ -53,7 +53,26 @@ def test_every_field_has_one_owner():
 
 @pytest.mark.parametrize("flagfile", FLAGFILES, ids=lambda f: os.path.relpath(f, ROOT))
 def test_flagfile_builds_configs(flagfile, monkeypatch):
-    _parse(flagfile, monkeypatch)  # a stale flag or a value a config refuses raises
+    """Parses (a stale flag or a value a config refuses raises), and every scalar value the
+    file itself sets (its last line per flag; nested flagfiles come before it) reaches its
+    config unchanged."""
+    configs = _parse(flagfile, monkeypatch)
+    values = {}
+    with open(flagfile, encoding="utf-8") as f:
+        for line in f:
+            name, sep, value = line.strip().lstrip("-").partition("=")
+            if line.startswith("--") and sep and name != "flagfile":
+                values[name] = value
+    for name, value in values.items():
+        owners = [c for _, c in configs.items() if name in {f.name for f in dataclasses.fields(c)}]
+        assert len(owners) == 1, name
+        got = getattr(owners[0], name)
+        if isinstance(got, bool):
+            assert got == (value.lower() in ("true", "1")), name
+        elif isinstance(got, (int, float)):
+            assert math.isclose(got, float(value)), name
+        elif isinstance(got, str):
+            assert got == value, name
 
 
 def test_msmt_cub_preset_is_the_papers(monkeypatch):
