@@ -254,10 +254,3 @@ def compute_features(batches, extractor, progress=False, total=None, stream=None
     if not chunks:
         raise FIDError("compute_features: the image source yielded no images.")
     return np.concatenate(chunks, axis=0)
-
-
-def statistics_from_batches(batches, extractor, **kwargs):
-    """``feature_statistics(compute_features(...))``; returns (mu, sigma, features)."""
-    features = compute_features(batches, extractor, **kwargs)
-    mu, sigma = feature_statistics(features)
-    return mu, sigma, features
