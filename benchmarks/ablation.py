@@ -588,12 +588,108 @@ class Job:
         write_json(self.json_path, result)
 
 
-def ensure_damsm(settings, runner=run_command, clock=time.time):
-    """Pretrains the DAMSM encoders every row uses (once; resumable), with the shared flags and
-    seed 0; records its wall time over sittings in ``<out_dir>/damsm.json``."""
+# The DAMSM pretraining is not bitwise reproducible (it differs run to run and machine to
+# machine), and the work directory does not outlive a machine: the encoders every row uses are
+# kept in the repository, in `<out_dir>/damsm/`, without the frozen Inception trunk (about
+# 90 MB, rebuilt from the offline 2015 Inception weights, `msmt_tf.models.inception_weights`):
+# the text encoder, the image encoder's two trained projections, the vocabulary and the meta.
+STORED_DAMSM = "damsm"
+PROJECTIONS_FILE = "image_projections.npz"
+_TRUNK_PREFIX = "image_encoder/trunk/"
+
+
+class DamsmStore:
+    """Packs a pretrained DAMSM directory into the repository's compact copy and rebuilds a
+    full directory from it (what `ensure_damsm` calls; the tests replace it)."""
+
+    @staticmethod
+    def fingerprint(directory):
+        from msmt_tf.models import damsm
+
+        return damsm.fingerprint(directory)["sha256"]
+
+    @staticmethod
+    def pack(directory, stored):
+        """Writes the compact copy of ``directory`` to ``stored``; returns its fingerprint after
+        checking that unpacking gives the same encoders (the trunk is the offline one)."""
+        import numpy as np
+        from msmt_tf.models import damsm
+
+        os.makedirs(stored, exist_ok=True)
+        image = damsm._read_npz(os.path.join(directory, damsm.IMAGE_FILE))
+        np.savez_compressed(os.path.join(stored, PROJECTIONS_FILE), **{
+            k: v for k, v in image.items() if not k.startswith(_TRUNK_PREFIX)})
+        for name in (damsm.TEXT_FILE, damsm.VOCAB_FILE, damsm.META_FILE):
+            shutil.copyfile(os.path.join(directory, name), os.path.join(stored, name))
+        sha = DamsmStore.fingerprint(directory)
+        check = f"{stored}.check"
+        shutil.rmtree(check, ignore_errors=True)
+        try:
+            if DamsmStore.unpack(stored, check) != sha:
+                raise AblationError(f"{directory}: its Inception trunk is not the offline 2015 "
+                                    "one, so the compact copy would not rebuild it; pretrain "
+                                    "the DAMSM again (delete the directory).")
+        finally:
+            shutil.rmtree(check, ignore_errors=True)
+        return sha
+
+    @staticmethod
+    def unpack(stored, directory):
+        """Rebuilds the full encoder directory ``directory`` from the compact copy ``stored``;
+        returns its fingerprint."""
+        import types
+        from msmt_tf.models import damsm
+
+        meta = read_json(os.path.join(stored, damsm.META_FILE), "stored DAMSM meta")
+        sizes = types.SimpleNamespace(embedding_dim=meta["embedding_dim"],
+                                      damsm_image_size=meta["damsm_image_size"])
+        image = damsm.build_image_encoder(sizes, meta["damsm_image_variant"],
+                                          meta["damsm_resize"])
+        arrays = {v.path: v.numpy() for v in image.weights}
+        arrays.update(damsm._read_npz(os.path.join(stored, PROJECTIONS_FILE)))
+        tmp = f"{directory}.tmp"
+        shutil.rmtree(tmp, ignore_errors=True)
+        os.makedirs(tmp)
+        damsm.load_layer(image, os.path.join(stored, PROJECTIONS_FILE), stored=arrays)
+        damsm.save_layer(image, os.path.join(tmp, damsm.IMAGE_FILE))
+        for name in (damsm.TEXT_FILE, damsm.VOCAB_FILE, damsm.META_FILE):
+            shutil.copyfile(os.path.join(stored, name), os.path.join(tmp, name))
+        shutil.rmtree(directory, ignore_errors=True)
+        os.replace(tmp, directory)
+        return DamsmStore.fingerprint(directory)
+
+
+def ensure_damsm(settings, runner=run_command, clock=time.time, store=DamsmStore):
+    """The DAMSM encoders every row uses, in ``<work_dir>/damsm``: rebuilt from the repository's
+    copy ``<out_dir>/damsm/`` if there is one, else pretrained once (resumable; shared flags,
+    seed 0) and then copied there. ``<out_dir>/damsm.json`` records the pretraining's wall time
+    over sittings and the encoders' fingerprint (``sha256``), which every row's evaluation
+    must report."""
     record_path = os.path.join(settings.out_dir, "damsm.json")
-    if os.path.exists(record_path) and all(
-            os.path.exists(os.path.join(damsm_dir(settings), name)) for name in DAMSM_FILES):
+    stored = os.path.join(settings.out_dir, STORED_DAMSM)
+    work = damsm_dir(settings)
+    have_work = all(os.path.exists(os.path.join(work, name)) for name in DAMSM_FILES)
+    record = read_json(record_path, "DAMSM record") if os.path.exists(record_path) else None
+    if record and os.path.isdir(stored):
+        sha = store.fingerprint(work) if have_work else None
+        if sha != record.get("sha256"):
+            print(f"DAMSM encoders of every row: rebuilding {work} from {stored}", flush=True)
+            sha = store.unpack(stored, work)
+        if sha != record.get("sha256"):
+            raise AblationError(
+                f"{stored}: rebuilds encoders with sha256 {sha[:12]}, {record_path} records "
+                f"{str(record.get('sha256'))[:12]}; restore both from git (git checkout -- "
+                f"{relative(stored)} {relative(record_path)}).")
+        return
+    if record and have_work:  # pretrained here, not copied to the repository yet
+        sha = store.pack(work, stored)
+        if record.get("sha256", sha) != sha:
+            shutil.rmtree(stored)
+            raise AblationError(
+                f"{work}: its encoders (sha256 {sha[:12]}) are not the ones {record_path} "
+                f"records ({record['sha256'][:12]}); delete both to pretrain again.")
+        record["sha256"] = sha
+        write_json(record_path, record)
         return
     progress_path = os.path.join(settings.work_dir, "damsm_progress.json")
     progress = read_json(progress_path, "progress file") if os.path.exists(progress_path) else {
@@ -608,7 +704,7 @@ def ensure_damsm(settings, runner=run_command, clock=time.time):
 
     log = os.path.join(settings.work_dir, "logs", "damsm.log")
     argv = python("-m", "msmt_tf.pretrain_damsm", *shared_flags(settings, 0))
-    print(f"DAMSM pretraining for every row: {damsm_dir(settings)} (log: {log})", flush=True)
+    print(f"DAMSM pretraining for every row: {work} (log: {log})", flush=True)
     try:
         status, _ = runner(argv, log, heartbeat=save)
     finally:
@@ -616,14 +712,16 @@ def ensure_damsm(settings, runner=run_command, clock=time.time):
     if status != 0 or _Signals.received:
         raise AblationError(f"DAMSM pretraining failed or was stopped (exit status {status}); "
                             f"see {log}; run the same command again to resume.")
-    write_json(record_path, {"command": shown(argv), "directory": relative(damsm_dir(settings)),
+    write_json(record_path, {"command": shown(argv), "directory": relative(work),
                              "wall_seconds": round(sum(s["seconds"] for s in progress["sittings"]), 3),
-                             "sittings": progress["sittings"], "finished": _utc()})
+                             "sittings": progress["sittings"], "finished": _utc(),
+                             "machine": machine(), "sha256": store.pack(work, stored)})
 
 
-def run_all(settings, rows, seeds, runner=run_command, clock=time.time, stream=sys.stdout):
+def run_all(settings, rows, seeds, runner=run_command, clock=time.time, stream=sys.stdout,
+            store=DamsmStore):
     """Runs every (row, seed) job not finished yet, in order; rewrites the report after each."""
-    ensure_damsm(settings, runner, clock)
+    ensure_damsm(settings, runner, clock, store)
     for row in rows:
         for seed in seeds:
             job = Job(settings, row, seed, runner, clock)
@@ -703,6 +801,11 @@ def ranks(values, lower_is_better):
     return {k: ordered.index(v) + 1 for k, v in values.items()}
 
 
+def _cpu(result):
+    machine = result.get("machine") or {}
+    return f"{machine.get('cpus', '?')}-core {machine.get('cpu', 'unknown CPU')}"
+
+
 def _settings_key(result):
     return json.dumps({"settings": result.get("settings"), "precision": result.get("precision"),
                        "damsm_sha256": result.get("damsm_sha256"),
@@ -763,6 +866,17 @@ def report_text(results, ignored=(), damsm=None):
     if damsm:
         text += f", plus {damsm['wall_seconds'] / 60:.1f} min of DAMSM pretraining shared by all rows"
     lines.append(text + ".")
+    cpus = collections.Counter(_cpu(x) for x in runs)
+    if cpus:
+        lines += ["", "Machines: " + "; ".join(f"{cpu}: {n} run(s)" for cpu, n in sorted(
+            cpus.items())) + "." + (" The s/step and wall columns compare only runs of one CPU; "
+                                    "the scores do not depend on it beyond run-to-run noise."
+                                    if len(cpus) > 1 else "")]
+    sha = (damsm or {}).get("sha256")
+    other = sorted(f"{x['row']}_s{x['seed']}" for x in runs if sha and x.get("damsm_sha256") != sha)
+    if other:
+        lines += ["", f"**Other DAMSM encoders**: {', '.join(other)} ran with DAMSM encoders other "
+                  f"than the recorded ones (sha256 {sha[:12]}); rerun them."]
     keys = collections.Counter(_settings_key(x) for x in runs)
     if len(keys) > 1:
         common = keys.most_common(1)[0][0]

@@ -4,11 +4,13 @@ seed and log, and --report writes hand-computed means and ranges, the paper's fi
 ranks. Commands are replaced by a fake runner that writes what the real ones write."""
 
 import dataclasses
+import hashlib
 import importlib.util
 import io
 import json
 import os
 import re
+import shutil
 import sys
 
 import pytest
@@ -96,6 +98,33 @@ def _write(path, text):
         f.write(text)
 
 
+class FakeStore:
+    """`ab.DamsmStore` for the fake commands' text files: packing copies them, the fingerprint
+    hashes their contents."""
+
+    @staticmethod
+    def fingerprint(directory):
+        h = hashlib.sha256()
+        for name in ab.DAMSM_FILES:
+            with open(os.path.join(directory, name), "rb") as f:
+                h.update(f.read())
+        return h.hexdigest()
+
+    @staticmethod
+    def pack(directory, stored):
+        shutil.copytree(directory, stored, dirs_exist_ok=True)
+        return FakeStore.fingerprint(directory)
+
+    @staticmethod
+    def unpack(stored, directory):
+        shutil.copytree(stored, directory, dirs_exist_ok=True)
+        return FakeStore.fingerprint(directory)
+
+
+def refuse(argv, log_path, heartbeat):
+    raise AssertionError(f"ran {argv}")
+
+
 def _flag(argv, name):
     return next(a.split("=", 1)[1] for a in argv if a.startswith(f"--{name}="))
 
@@ -154,7 +183,7 @@ def test_resumed_job_sums_its_sittings(tmp_path):
     # in 200 s, then evaluate 30 s, sample 10 s, params 5 s.
     runner = FakeRunner(clock, [[(25, 40.0), (50, 80.0)], [(75, 100.0), (100, 150.0)]],
                         [100.0, 200.0])
-    ab.ensure_damsm(settings, runner, clock)
+    ab.ensure_damsm(settings, runner, clock, FakeStore)
     row = ab.ROW_BY_NAME["t4_mtwig_ks2"]
     job = ab.Job(settings, row, 1, runner, clock)
     with pytest.raises(ab.AblationError, match="training stopped at step 50 of 100"):
@@ -191,16 +220,44 @@ def test_finished_row_is_skipped(tmp_path):
     settings = _settings(tmp_path)
     clock = Clock()
     done = FakeRunner(clock, [], [])
-    ab.ensure_damsm(settings, done, clock)
+    ab.ensure_damsm(settings, done, clock, FakeStore)
     row = ab.ROW_BY_NAME["t4_ig"]
     _write(ab.Job(settings, row, 0).json_path, "{}")
-
-    def refuse(argv, log_path, heartbeat):
-        raise AssertionError(f"ran {argv}")
-
     stream = io.StringIO()
-    ab.run_all(settings, [row], [0], runner=refuse, clock=clock, stream=stream)
+    ab.run_all(settings, [row], [0], runner=refuse, clock=clock, stream=stream, store=FakeStore)
     assert "t4_ig_s0: finished already" in stream.getvalue()
+
+
+def test_damsm_is_pretrained_once_then_rebuilt_from_the_repository_copy(tmp_path):
+    settings = _settings(tmp_path)
+    clock = Clock()
+    runner = FakeRunner(clock, [], [])
+    ab.ensure_damsm(settings, runner, clock, FakeStore)
+    work, stored = ab.damsm_dir(settings), os.path.join(settings.out_dir, ab.STORED_DAMSM)
+    record_path = os.path.join(settings.out_dir, "damsm.json")
+    with open(record_path) as f:
+        record = json.load(f)
+    assert [c[0] for c in runner.calls] == ["pretrain_damsm"]
+    assert record["sha256"] == FakeStore.fingerprint(work) == FakeStore.fingerprint(stored)
+    # A new machine: no work directory; the copy in the repository is used, nothing runs.
+    shutil.rmtree(settings.work_dir)
+    ab.ensure_damsm(settings, refuse, clock, FakeStore)
+    assert FakeStore.fingerprint(work) == record["sha256"]
+    # A work directory pretrained apart (another sha256) is replaced by the recorded encoders.
+    _write(os.path.join(work, "vocab.json"), "other words")
+    ab.ensure_damsm(settings, refuse, clock, FakeStore)
+    assert FakeStore.fingerprint(work) == record["sha256"]
+    # A copy that no longer gives the recorded encoders is an error naming what to restore.
+    _write(os.path.join(stored, "vocab.json"), "edited")
+    shutil.rmtree(work)
+    with pytest.raises(ab.AblationError, match=r"records .*git checkout"):
+        ab.ensure_damsm(settings, refuse, clock, FakeStore)
+    # A record whose work directory holds other encoders and no copy yet: an error.
+    shutil.rmtree(stored)
+    _write(os.path.join(work, "damsm.json"), "pretrained again")
+    with pytest.raises(ab.AblationError, match="are not the ones"):
+        ab.ensure_damsm(settings, refuse, clock, FakeStore)
+    assert not os.path.exists(stored)
 
 
 def test_failed_command_names_row_seed_and_log(tmp_path):
@@ -247,12 +304,15 @@ def test_report_writes_means_ranges_paper_figures_and_ranks(tmp_path):
         _result("t1_ig_memory", 0, 20.0, 0.01, 40.0, 0.6, 0.1, 0.3, 0.1, 600.0),
         _result("t1_ig_memory", 1, 30.0, 0.02, 50.0, 0.7, 0.2, 0.5, 0.2, 1200.0),
         _result("t1_mtwig_memory", 0, 10.0, 0.03, 30.0, 0.8, 0.4, 0.6, 0.5, 300.0,
-                settings={"steps": 50}),
+                settings={"steps": 50}, damsm_sha256="abd",
+                machine={"cpus": 2, "cpu": "AMD EPYC"}),
     ]
+    for x in results[:2]:
+        x["machine"] = {"cpus": 2, "cpu": "Intel Xeon"}
     for x in results:
         (out / f"{x['row']}_s{x['seed']}.json").write_text(json.dumps(x))
     (out / "notes.json").write_text("{}")
-    (out / "damsm.json").write_text(json.dumps({"wall_seconds": 90.0}))
+    (out / "damsm.json").write_text(json.dumps({"wall_seconds": 90.0, "sha256": "abc"}))
     doc = tmp_path / "doc.md"
     doc.write_text(f"# intro\n{ab.TABLE_MARKERS[0]}\nold table\n{ab.TABLE_MARKERS[1]}\nmiddle\n"
                    f"{ab.GRID_MARKERS[0]}\nold grids\n{ab.GRID_MARKERS[1]}\nend\n")
@@ -277,6 +337,9 @@ def test_report_writes_means_ranges_paper_figures_and_ranks(tmp_path):
     assert "Finished runs: 3 (2 of 9 rows)" in text
     assert "0.58 h (summed over runs and sittings), plus 1.5 min of DAMSM pretraining" in text
     assert re.search(r"\*\*Settings differ\*\*: t1_mtwig_memory_s0 ran", text)
+    assert "**Other DAMSM encoders**: t1_mtwig_memory_s0 ran" in text
+    assert ("Machines: 2-core AMD EPYC: 1 run(s); 2-core Intel Xeon: 2 run(s). The s/step and "
+            "wall columns compare only runs of one CPU") in text
     assert "Ignored 1 file(s) of no known row: notes.json." in text
     assert ("| `t1_ig_memory` | ![t1_ig_memory seed 0](out/t1_ig_memory_s0.png) | "
             "![t1_ig_memory seed 1](out/t1_ig_memory_s1.png) |") in text
@@ -308,6 +371,16 @@ def test_tiny_row_end_to_end(tmp_path):
                      *tiny_eval, stats),
         eval_flags=(*tiny_eval, "--eval_batch_size=5", stats))
     ab.ensure_damsm(settings)
+    # The repository's compact copy (no Inception trunk) rebuilds the same encoders.
+    from msmt_tf.models import damsm
+
+    with open(os.path.join(settings.out_dir, "damsm.json")) as f:
+        recorded = json.load(f)["sha256"]
+    assert damsm.fingerprint(ab.damsm_dir(settings))["sha256"] == recorded
+    shutil.rmtree(ab.damsm_dir(settings))
+    ab.ensure_damsm(settings, runner=refuse)
+    assert damsm.fingerprint(ab.damsm_dir(settings))["sha256"] == recorded
+    assert not os.path.exists(os.path.join(settings.out_dir, ab.STORED_DAMSM, ab.DAMSM_FILES[1]))
     # A grid caption the tiny vocabulary knows: the first caption of a test image.
     with open(sorted((tmp_path / "data" / "text").glob("*.txt"))[0]) as f:
         settings = dataclasses.replace(settings, captions=(f.readline().strip(),))
