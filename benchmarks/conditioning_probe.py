@@ -40,7 +40,7 @@ def probe_captions(objects, rng, names, colours):
 
 
 def main(argv):
-    del argv
+    entry.no_arguments(argv, "--run, --num_images, --seed, --help")
     import tensorflow as tf  # after entry.run (oneDNN on, TensorFlow's C++ log lines hidden)
     from PIL import Image
 

@@ -80,7 +80,7 @@ def time_conv(shape, dtype):
 
 
 def main(argv):
-    del argv
+    entry.no_arguments(argv, "--shapes, --dtypes, --kernel, --repeats, --help")
     shapes = parse_shapes(FLAGS.shapes)
     bad = [d for d in FLAGS.dtypes if d not in DTYPES]
     if bad:

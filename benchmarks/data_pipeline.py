@@ -88,7 +88,7 @@ def _rate(cfg, image_sizes, epochs, batch_size):
 
 
 def main(argv):
-    del argv
+    entry.no_arguments(argv, "--images, --epochs, --batch_size, --help")
     if min(FLAGS.images, FLAGS.shapes_train) < FLAGS.batch_size:
         raise app.UsageError(f"--images={FLAGS.images} and --shapes_train={FLAGS.shapes_train} "
                              f"must be at least --batch_size={FLAGS.batch_size} (full batches).")

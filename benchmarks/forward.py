@@ -54,7 +54,7 @@ def _time(fn, repeats):
 
 
 def main(argv):
-    del argv
+    entry.no_arguments(argv, "--presets, --sizes, --batch, --repeats, --help")
     bad = [p for p in FLAGS.presets if p not in PRESETS] + [
         s for s in FLAGS.sizes if not s.isdigit() or int(s) not in STAGES]
     if bad:

@@ -96,7 +96,7 @@ def worker(variant):
 
 
 def main(argv):
-    del argv
+    entry.no_arguments(argv, "--batch_size, --batches, --variants, --onednn, --help")
     if FLAGS.worker:
         return worker(FLAGS.worker)
     bad = [v for v in FLAGS.variants if v not in VARIANTS] + [

@@ -278,7 +278,7 @@ def _fit_line(f):
 
 
 def main(argv):
-    del argv
+    entry.no_arguments(argv, "--presets, --stage_counts, --batches, --precisions, --help")
     if FLAGS.measure:
         measure()
         return

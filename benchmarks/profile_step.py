@@ -54,7 +54,7 @@ FLAGS = flags.FLAGS
 # --------------------------------------------------------------------------- main
 
 def main(argv):
-    del argv
+    entry.no_arguments(argv, "--flagfile=FILE, --preset=NAME, --top, --trace_dir, --help")
     import tensorflow as tf  # after entry.run (oneDNN on, TensorFlow's C++ log lines hidden)
 
     fn, _, configs = train_step.build_step(common.configs_from_flags())

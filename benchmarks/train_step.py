@@ -87,7 +87,7 @@ def build_step(configs):
 
 
 def main(argv):
-    del argv
+    entry.no_arguments(argv, "--flagfile=FILE, --preset=NAME, --batch_size, --repeats, --help")
     import tensorflow as tf  # after entry.run (oneDNN on, TensorFlow's C++ log lines hidden)
 
     fn, image, configs = build_step(common.configs_from_flags())

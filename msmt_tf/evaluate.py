@@ -3,12 +3,18 @@
 Usage:
   python -m msmt_tf.evaluate --run_dir=runs/shapes_msmt [--num_images=30000] [--eval_seed=100]
   python -m msmt_tf.evaluate --checkpoint=runs/shapes_msmt/checkpoints/ckpt-5000 --out=m.json
+  python -m msmt_tf.evaluate --run_dir=runs/shapes_msmt --real   # -> metrics_real.json
 
 Loads the EMA generator and the DAMSM encoders of the run (``load_for_inference``), samples
 ``--num_images`` images from the test captions and writes the numbers with the full protocol
 (sample count, reference set, Inception weights hash, resize, quantisation, seeds) to
 ``<run_dir>/metrics.json`` (or ``--out``). Data/evaluation flags given on the command line
 override the run's ``config.json`` (e.g. ``--data_dir`` when the data moved).
+
+``--real`` scores the real test images instead, with the captions the generator would get and
+the run's encoders (``Evaluator.evaluate_real``): the ceiling a generator can reach on
+R-precision and attribute accuracy (FID 0 on the whole test split), written to
+``<run_dir>/metrics_real.json`` (or ``--out``).
 
 The protocol's ``damsm`` entry names the DAMSM encoders that conditioned the generator and
 scored R-precision (directory and content SHA-256, ``models.damsm.fingerprint``) next to the
@@ -30,6 +36,7 @@ from msmt_tf.evaluation.config import EvalConfig
 
 FLAGS = flags.FLAGS
 METRICS_FILE = "metrics.json"
+REAL_METRICS_FILE = "metrics_real.json"
 
 
 def _load_for_inference(run_dir, checkpoint):
@@ -48,13 +55,15 @@ def _data_config(run_data_cfg):
     return run_data_cfg.replace(**changes) if changes else run_data_cfg
 
 
-def output_path(eval_cfg, run_dir):
-    """``--out`` (a .json file or a directory) or ``<run_dir>/metrics.json``."""
+def output_path(eval_cfg, run_dir, real=False):
+    """``--out`` (a .json file or a directory) or ``<run_dir>/metrics.json``
+    (``metrics_real.json`` with ``real``)."""
+    name = REAL_METRICS_FILE if real else METRICS_FILE
     if eval_cfg.out:
         if eval_cfg.out.lower().endswith(".json"):
             return eval_cfg.out
-        return os.path.join(eval_cfg.out, METRICS_FILE)
-    return os.path.join(run_dir, METRICS_FILE)
+        return os.path.join(eval_cfg.out, name)
+    return os.path.join(run_dir, name)
 
 
 def damsm_provenance(loaded):
@@ -86,9 +95,9 @@ def check_damsm_encoders(used, trained_with, run_dir):
     return False
 
 
-def evaluate_run(eval_cfg, run_dir=None, progress=True):
-    """Library entry of the CLI: loads the run, evaluates it, writes metrics.json; returns
-    ``(path, result)``."""
+def evaluate_run(eval_cfg, run_dir=None, progress=True, real=False):
+    """Library entry of the CLI: loads the run, evaluates its generator (or, with ``real``, the
+    real test images), writes metrics.json (metrics_real.json); returns ``(path, result)``."""
     from msmt_tf.evaluation.evaluator import Evaluator
 
     loaded = _load_for_inference(run_dir, eval_cfg.checkpoint)
@@ -98,16 +107,19 @@ def evaluate_run(eval_cfg, run_dir=None, progress=True):
     same = check_damsm_encoders(used, trained_with, getattr(loaded, "run_dir", run_dir))
     evaluator = Evaluator(data_cfg, configs.model, eval_cfg, loaded.text_encoder,
                           loaded.image_encoder, vocab=loaded.vocab, damsm=used)
-    result = evaluator.evaluate(loaded.generator, progress=progress,
-                                save_dir=eval_cfg.save_images_dir)
+    if real:
+        result = evaluator.evaluate_real(progress=progress)
+    else:
+        result = evaluator.evaluate(loaded.generator, progress=progress,
+                                    save_dir=eval_cfg.save_images_dir)
+        result["protocol"]["generator"] += " (EMA weights)"
     result["protocol"]["checkpoint"] = getattr(loaded, "checkpoint", eval_cfg.checkpoint)
     result["protocol"]["run_dir"] = getattr(loaded, "run_dir", run_dir)
-    result["protocol"]["generator"] += " (EMA weights)"
     result["protocol"]["eval_config"] = eval_cfg.to_dict()
     result["protocol"]["data_config"] = data_cfg.to_dict()
     result["protocol"]["damsm"] = {**(used or {"path": None, "sha256": None}),
                                    "trained_with": trained_with, "same_as_training": same}
-    path = output_path(eval_cfg, getattr(loaded, "run_dir", None) or run_dir or ".")
+    path = output_path(eval_cfg, getattr(loaded, "run_dir", None) or run_dir or ".", real)
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     tmp = path + ".tmp"
     with open(tmp, "w") as f:
@@ -131,7 +143,10 @@ def main(argv):
         raise configlib.ConfigError(
             "--damsm_dir: the evaluation uses the DAMSM encoders of the run's config.json (the "
             "generator is conditioned by the text encoder it trained with); drop the flag.")
-    path, result = evaluate_run(eval_cfg, run_dir=FLAGS.run_dir)
+    if FLAGS.real and eval_cfg.save_images_dir:
+        raise configlib.ConfigError(
+            "--save_images_dir writes generated images; --real generates none: drop one of them.")
+    path, result = evaluate_run(eval_cfg, run_dir=FLAGS.run_dir, real=FLAGS.real)
     for metric, reason in result["skipped"].items():
         logging.info("%s skipped: %s", metric, reason)
     print(f"{_summary(result)}", file=sys.stderr)
@@ -141,6 +156,11 @@ def main(argv):
 def define_flags():
     common.define_all_flags()
     flagutil.define_flags(EvalConfig)
+    if "real" not in FLAGS:
+        flags.DEFINE_bool(
+            "real", False, "Score the real test images (the captions the generator would get, "
+            "the run's encoders) instead of the generator: the ceiling of R-precision and "
+            "attribute accuracy; writes <run_dir>/metrics_real.json (or --out).")
 
 
 def run():

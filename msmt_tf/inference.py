@@ -138,12 +138,18 @@ NOISE_RULE = ("image j of caption i: tf.random.stateless_normal([z_dim + conditi
               "seed=[seed, i + j * 2**32]) = [z | ca_eps]")
 
 
-@tf.function(autograph=False)
+# Every argument a tensor of fixed rank, the batch None: one trace for every batch size (the
+# smaller last batch of an evaluation included) and every noise width.
+@tf.function(autograph=False, input_signature=[
+    tf.TensorSpec([], tf.int64, name="seed"),
+    tf.TensorSpec([None], tf.int64, name="caption_index"),
+    tf.TensorSpec([None], tf.int64, name="sample_index"),
+    tf.TensorSpec([], tf.int32, name="width")])
 def _draw(seed, caption_index, sample_index, width):
     keys = tf.stack([tf.fill(tf.shape(caption_index), seed),
                      caption_index + sample_index * SAMPLE_STRIDE], axis=1)
     draws = tf.map_fn(lambda key: tf.random.stateless_normal([width], seed=key, dtype=tf.float32),
-                      keys, fn_output_signature=tf.TensorSpec([width], tf.float32))
+                      keys, fn_output_signature=tf.TensorSpec([None], tf.float32))
     return tf.reshape(draws, [-1, width])
 
 
@@ -162,7 +168,9 @@ def seeded_noise(seed, caption_index, sample_index=0, *, z_dim, condition_dim):
     caption_index = tf.cast(caption_index, tf.int64)
     sample_index = tf.broadcast_to(tf.cast(sample_index, tf.int64), tf.shape(caption_index))
     width = int(z_dim) + int(condition_dim)
-    draws = _draw(tf.cast(seed, tf.int64), caption_index, sample_index, width)
+    draws = tf.ensure_shape(  # the static width the trace cannot know
+        _draw(tf.cast(seed, tf.int64), caption_index, sample_index, tf.constant(width, tf.int32)),
+        [None, width])
     return draws[:, : int(z_dim)], draws[:, int(z_dim):]
 
 

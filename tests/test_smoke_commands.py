@@ -43,6 +43,7 @@ import threading
 import numpy as np
 import pytest
 
+from msmt_tf import errors
 from msmt_tf.cli import tflog
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -536,6 +537,31 @@ def test_conv_peak_benchmark(jobs):
     assert [row.group(6) for row in rows] == ["float32"] * 2 + ["bfloat16"] * 2
     assert _fields("\n".join(out[4:]), sep=" ") == {
         f"peak_gflops_{k}": f"{v:.4g}" for k, v in best.items()}
+
+
+def _entry_benchmarks():
+    """The scripts of benchmarks/ run through ``msmt_tf.cli.entry.run`` (the others are modules)."""
+    out = []
+    for name in sorted(os.listdir(os.path.join(ROOT, "benchmarks"))):
+        if name.endswith(".py"):
+            with open(os.path.join(ROOT, "benchmarks", name)) as f:
+                if "entry.run(main" in f.read():
+                    out.append(name)
+    return out
+
+
+REQUIRED_FLAGS = {"conditioning_probe.py": ["--run=unused"]}
+
+
+@pytest.mark.parametrize("script", _entry_benchmarks())
+def test_benchmark_refuses_a_positional_argument(script):
+    """``entry.no_arguments``: a stray word is one ``Error:`` line (before TensorFlow's import),
+    not silently ignored."""
+    proc = _run(f"benchmarks/{script}", *REQUIRED_FLAGS.get(script, []), "stray")
+    assert proc.returncode == errors.EXIT_CODE, proc.stderr
+    assert proc.stderr.strip().startswith("Error: unexpected arguments ['stray']; use flags (--"), \
+        proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
 
 
 # --------------------------------------------------------------------------- data, summary

@@ -391,6 +391,7 @@ class Evaluator:
         ``evaluate`` would use: the reference point of every metric (the FID of the whole test
         split against its own statistics is 0; R-precision and attribute accuracy of real
         images are the ceilings a generator can reach with these encoders / this classifier).
+        ``python -m msmt_tf.evaluate --real`` runs it on a run's encoders and data.
         """
         from msmt_tf.data import make_dataset
 
@@ -415,8 +416,10 @@ class Evaluator:
                     if done >= num_images:
                         return
 
-        return self._run(batches(), image_idx, num_images, batch_size, seed, metrics, progress,
-                         None, "real test images")
+        result = self._run(batches(), image_idx, num_images, batch_size, seed, metrics,
+                           progress, None, "real test images")
+        result["protocol"].update(generator=None, noise=None)  # nothing generated
+        return result
 
     # ------------------------------------------------------------------ requirements
     def _plan(self, num_images, metrics, image_idx):

@@ -4,6 +4,7 @@ import keras
 import numpy as np
 from keras import ops
 
+from msmt_tf.layers import batch_norm as bn
 from msmt_tf.models import inception
 
 RESIZE_METHODS = ("bilinear", "align_corners", "legacy")
@@ -76,7 +77,7 @@ class DAMSMImageEncoder(keras.layers.Layer):
         self.seed = seed
         self.trunk = inception.InceptionV3Trunk(variant, name="trunk", dtype=self.dtype_policy)
         self.trunk.trainable = False
-        s1, s2, s3 = (None, None, None) if seed is None else (seed, seed + 1, seed + 2)
+        s1, s2, s3 = (bn.offset_seed(seed, i) for i in range(3))
         self.emb_features = keras.layers.Conv2D(
             self.embedding_dim, 1, use_bias=False, name="emb_features",
             kernel_initializer=keras.initializers.RandomUniform(-0.1, 0.1, seed=s1),

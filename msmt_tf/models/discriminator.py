@@ -2,6 +2,7 @@
 
 import keras
 
+from msmt_tf.layers import batch_norm as bn
 from msmt_tf.layers.d_blocks import KINDS, DBlock
 from msmt_tf.layers.d_logits import OUTPUTS, DiscriminatorLogits
 
@@ -114,7 +115,7 @@ class Discriminator(keras.Model):
                 batch_norm=batch_norm and kind == "attngan",
                 kernel_initializer=self._initializer(),
                 update_in_eval=self.update_in_eval,
-                seed=None if seed is None else seed + 100 * i,
+                seed=bn.offset_seed(seed, 100 * i),
                 name=name,
                 dtype=self.dtype_policy,
             )
@@ -131,13 +132,13 @@ class Discriminator(keras.Model):
         )
         self.uncond_head = DiscriminatorLogits(
             conditional=False,
-            seed=None if seed is None else seed + 1000,
+            seed=bn.offset_seed(seed, 1000),
             name="uncond_head",
             **head_kwargs,
         )
         self.cond_head = DiscriminatorLogits(
             conditional=True,
-            seed=None if seed is None else seed + 2000,
+            seed=bn.offset_seed(seed, 2000),
             name="cond_head",
             **head_kwargs,
         )
