@@ -5,11 +5,11 @@ from keras import ops
 
 from msmt_tf.layers import batch_norm as bn
 from msmt_tf.layers.dynamic_memory import DynamicMemory
-from msmt_tf.layers.refinement_trunk import build_trunk, make_trunk, run_trunk
+from msmt_tf.layers.refinement_trunk import WordRefinementStage
 
 
 @keras.saving.register_keras_serializable(package="msmt_tf")
-class MemoryRefinement(keras.layers.Layer):
+class MemoryRefinement(WordRefinementStage):
     """DM-GAN refinement: dynamic memory, response gate, duplication, residual, upsampling.
 
     ``o = DynamicMemory(h, W)``; response gate ``g = sigmoid(conv1x1(concat(h, o)) + b)`` (one
@@ -34,14 +34,7 @@ class MemoryRefinement(keras.layers.Layer):
     """
 
     def __init__(self, gf_dim, r_num=2, mask_row_quirk=False, **kwargs):
-        super().__init__(**kwargs)
-        if not isinstance(gf_dim, int) or gf_dim < 1:
-            raise ValueError(f"MemoryRefinement: gf_dim must be a positive int, got {gf_dim!r}.")
-        if not isinstance(r_num, int) or r_num < 0:
-            raise ValueError(f"MemoryRefinement: r_num must be an int >= 0, got {r_num!r}.")
-        self.gf_dim = gf_dim
-        self.r_num = r_num
-        self.mask_row_quirk = bool(mask_row_quirk)
+        super().__init__(gf_dim, r_num, mask_row_quirk, **kwargs)
         self.memory = DynamicMemory(
             gf_dim, mask_row_quirk=mask_row_quirk, name="memory", dtype=self.dtype_policy
         )
@@ -52,16 +45,12 @@ class MemoryRefinement(keras.layers.Layer):
             name="response_gate",
             dtype=self.dtype_policy,
         )
-        self.residual, self.upsample = make_trunk(
-            gf_dim, r_num, 2 * gf_dim, self.dtype_policy, "residual{}"
-        )
+        self.make_wide_trunk()
 
     def build(self, input_shape):
         h_shape, w_shape, m_shape = input_shape
         self.memory.build((h_shape, w_shape, m_shape))
-        wide = tuple(h_shape[:3]) + (2 * self.gf_dim,)
-        self.response_gate.build(wide)
-        build_trunk(self.residual, self.upsample, wide)
+        self.response_gate.build(self.build_wide_trunk(h_shape))
 
     def call(self, inputs, training=None):
         h, words, mask = inputs
@@ -71,15 +60,4 @@ class MemoryRefinement(keras.layers.Layer):
         h32 = ops.cast(h, "float32")
         h_new = ops.cast(h32 * (1.0 - g) + g * ops.cast(o, "float32"), self.compute_dtype)
         x = ops.concatenate([h_new, h_new], axis=-1)
-        return {
-            "features": run_trunk(x, self.residual, self.upsample, training),
-            "attention": attn,
-            "head_features": [],
-        }
-
-    def get_config(self):
-        config = super().get_config()
-        config.update(
-            {"gf_dim": self.gf_dim, "r_num": self.r_num, "mask_row_quirk": self.mask_row_quirk}
-        )
-        return config
+        return self.stage_output(x, attn, training)
