@@ -2,8 +2,9 @@
 
     python -m msmt_tf.pretrain_damsm --flagfile=flags/cub.flags [--damsm_dir=runs/cub_damsm]
 
-Writes the encoder directory read by `python -m msmt_tf.train` (see `msmt_tf.models.damsm`).
-Running the same command again resumes.
+Writes the encoder directory read by `python -m msmt_tf.train` (see `msmt_tf.models.damsm`),
+with TensorBoard logs and a resumable checkpoint (also on SIGTERM/SIGINT); runs under
+--strategy. Running the same command again resumes.
 """
 
 from msmt_tf.cli import common, entry
@@ -13,10 +14,14 @@ common.define_all_flags()
 
 def main(argv):
     entry.no_arguments(argv)
-    from msmt_tf.training import runner
+    from msmt_tf.training import damsm_trainer, runner
 
     configs = common.configs_from_flags()
     out_dir, best = runner.pretrain_damsm(configs)
+    if damsm_trainer.interrupted(out_dir):
+        print(f"DAMSM pretraining in {out_dir} stopped early by a signal: run the same command "
+              "again to resume.")
+        return
     print(f"DAMSM encoders written to {out_dir}")
     if best:
         print("best validation: " + " ".join(

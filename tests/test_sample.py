@@ -78,12 +78,25 @@ def test_seeded_noise_is_one_stateless_draw_per_caption_and_sample():
 
 
 # ---------------------------------------------------------------------- generation
+def _as_checkpointed(generator, prefix, name, model_cfg):
+    """A copy of ``generator`` holding the weights checkpoint ``prefix`` stores under ``name``
+    (``read_checkpoint`` first checks that every key and shape matches), by variable key."""
+    from msmt_tf.models.param_count import dummy_generator_inputs
+    from msmt_tf.training import ema as ema_lib
+
+    copy = ema_lib.clone_model(
+        generator, dummy_generator_inputs(model_cfg, batch=1, words_num=WORDS_NUM), training=False)
+    checkpointing.read_checkpoint(prefix, {name: copy})
+    return dict(checkpointing.layer_variable_keys(copy))
+
+
 def test_sampling_uses_the_ema_generator_of_the_checkpoint(tiny_run, tiny_inference):
     keys = dict(checkpointing.layer_variable_keys(tiny_inference.generator))
     for name in ("ema_generator", "generator"):
-        stored = checkpointing.stored_values(tiny_run.checkpoint, name)
+        stored = _as_checkpointed(tiny_inference.generator, tiny_run.checkpoint, name,
+                                  tiny_run.configs.model)
         assert sorted(stored) == sorted(keys)
-        same = all(np.array_equal(stored[k], v.numpy()) for k, v in keys.items())
+        same = all(np.array_equal(stored[k].numpy(), v.numpy()) for k, v in keys.items())
         assert same == (name == "ema_generator")
 
 

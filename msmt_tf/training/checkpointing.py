@@ -354,13 +354,6 @@ def _stored(shapes, name, layout):
     return out
 
 
-def stored_values(prefix, name):
-    """``{key: array}`` saved for object ``name`` (a ``VariableMap``) in checkpoint ``prefix``."""
-    reader = tf.train.load_checkpoint(prefix)
-    keys = _stored(reader.get_variable_to_shape_map(), name, PATH_KEYS)
-    return {k: reader.get_tensor(f"{_escape(name)}/{PATH_KEYS}/{_escape(k)}{_VALUE_SUFFIX}") for k in keys}
-
-
 def _compare(name, vmap, shapes):
     """``(layout, missing, unexpected, misshaped)`` of one ``VariableMap`` against a checkpoint."""
     want = {k: tuple(v.shape) for k, v in vmap.by_path.items()}
@@ -483,6 +476,10 @@ class TrainCheckpoint:
             temporary directory that is removed afterwards (every worker must call ``save``).
         worker_id: names that temporary directory (``.worker_<id>``); default: the task
             index in ``TF_CONFIG`` (0 without it).
+        restore_hint: the end of the error message of a checkpoint that does not match.
+        optional: names of objects (``rng``, one of ``objects``) that a checkpoint may lack
+            (written before they were saved): they keep their values on restore, with a log
+            line. ``best_value`` is always optional.
         **objects: trackables to save: Keras models, built optimizers, tf.random.Generator, ...
 
     Attributes:
@@ -500,6 +497,9 @@ class TrainCheckpoint:
         rng: Optional[RngState] = None,
         is_chief: bool = True,
         worker_id: Optional[int] = None,
+        restore_hint: str = ("Was the run created with another model configuration? Use the "
+                             "same flags, another --run_dir, or --noresume to start over."),
+        optional: Sequence[str] = (),
         **objects,
     ):
         if best_mode not in ("min", "max"):
@@ -516,6 +516,8 @@ class TrainCheckpoint:
         self.checkpoint_every = int(checkpoint_every)
         self.best_mode = best_mode
         self.is_chief = is_chief
+        self.restore_hint = restore_hint
+        self.optional = frozenset(optional) | {"best_value"}
         self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
         self.epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
         # The best metric value so far lives in the checkpoint (not only in best.json), so every
@@ -563,10 +565,20 @@ class TrainCheckpoint:
     def restore(self, path: str) -> int:
         """Restores ``path`` (``read_checkpoint``: every variable must have its key and shape in
         it; the old positional layout is read by position). Returns the restored step."""
-        read_checkpoint(
-            path, self._tracked, root=self.checkpoint,
-            hint="Was the run created with another model configuration? Use the same flags, "
-                 "another --run_dir, or --noresume to start over.")
+        tracked, root = self._tracked, self.checkpoint
+        try:
+            stored = tf.train.load_checkpoint(path).get_variable_to_shape_map()
+        except (tf.errors.OpError, ValueError):
+            stored = None  # read_checkpoint names the problem
+        if stored is not None:
+            absent = [n for n in sorted(self.optional & set(tracked))
+                      if not any(k.startswith(_escape(n) + "/") for k in stored)]
+            if absent:
+                logging.info("%s has no %s (written before they were saved): kept as they are.",
+                             path, ", ".join(absent))
+                tracked = {n: o for n, o in tracked.items() if n not in absent}
+                root = None
+        read_checkpoint(path, tracked, root=root, hint=self.restore_hint)
         self._last_saved_step = int(self.step.numpy())
         self._sync_best()
         logging.info("Restored %s (step %d, epoch %d).", path, self._last_saved_step, int(self.epoch.numpy()))
@@ -577,13 +589,6 @@ class TrainCheckpoint:
         path = self.latest
         if path is None:
             return 0
-        return self.restore(path)
-
-    def restore_best(self) -> int:
-        """Restores the best-by-metric checkpoint; returns its step."""
-        path = tf.train.latest_checkpoint(self.best_directory) if self.best_directory else None
-        if path is None:
-            raise CheckpointError(f"no best checkpoint in {self.best_directory}; run an evaluation first.")
         return self.restore(path)
 
     # ------------------------------------------------------------------- save
@@ -599,10 +604,15 @@ class TrainCheckpoint:
         logging.info("Saved checkpoint %s (%s).", path, reason)
         return path
 
-    def maybe_save(self) -> Optional[str]:
-        """Saves if the current step is a multiple of ``checkpoint_every``."""
-        step = int(self.step.numpy())
-        if step > 0 and step % self.checkpoint_every == 0:
+    def maybe_save(self, step: Optional[int] = None) -> Optional[str]:
+        """Saves if the current step is a multiple of ``checkpoint_every`` (0: never).
+
+        Args:
+            step: the current step if the caller counts it (``loop.Loop``), so that no other
+                step than a saving one reads the ``step`` variable.
+        """
+        step = int(self.step.numpy()) if step is None else int(step)
+        if step > 0 and self.checkpoint_every and step % self.checkpoint_every == 0:
             return self.save("periodic")
         return None
 

@@ -38,7 +38,9 @@ import keras
 
 from msmt_tf import losses
 from msmt_tf.models import damsm
-from msmt_tf.training import checkpointing
+from msmt_tf.training import checkpointing, distribute, loop as loop_lib
+
+STOPPED_FILE = "pretraining_stopped.json"
 
 log = logging.getLogger(__name__)
 
@@ -88,21 +90,6 @@ def retrieval_hits(image_code, sentence, class_ids):
     return i2t, t2i
 
 
-def _counted_mean(values, counted):
-    """Mean of ``values`` over the ``counted`` rows; NaN when no row counts."""
-    weight = tf.cast(counted, tf.float32)
-    n = tf.reduce_sum(weight)
-    mean = tf.reduce_sum(tf.cast(values, tf.float32) * weight) / tf.maximum(n, 1.0)
-    return tf.where(n > 0, mean, tf.constant(float("nan"), tf.float32))
-
-
-def retrieval_r1(image_code, sentence, class_ids):
-    """Within-batch R@1 in both directions over the rows left with a negative (NaN if none)."""
-    counted = negatives_per_row(class_ids) > 0
-    i2t, t2i = retrieval_hits(image_code, sentence, class_ids)
-    return _counted_mean(i2t, counted), _counted_mean(t2i, counted)
-
-
 def validation_means(sums):
     """The reported validation metrics from per-row sums accumulated over the test batches.
 
@@ -125,54 +112,85 @@ def validation_means(sums):
     return out
 
 
-class DAMSMTrainer:
-    """Trains the DAMSM encoders on one dataset and writes an encoder directory.
+class DAMSMTrainer(loop_lib.Task):
+    """Trains the DAMSM encoders on one dataset and writes an encoder directory (the DAMSM
+    `loop.Task`; `train` runs it with `loop.Loop`).
+
+    Directory layout: the best encoders at the top level (`models.damsm`), `last/` the
+    latest validated ones, `ckpt/` the resumable state (`checkpointing.TrainCheckpoint`:
+    encoders (with their dropout seed states), optimizer, step, epoch, best validation loss,
+    Keras' global seed generator; saved after every epoch, every ``--checkpoint_every``
+    steps, at the end and on SIGTERM/SIGINT),
+    `tensorboard/` + `metrics.jsonl` (``damsm_train/*`` every ``--log_every`` steps,
+    ``damsm_val/*`` after each validation), and `pretraining_stopped.json` while a run stopped
+    by a signal is unfinished.
+
+    Under a multi-replica strategy each replica's rows take their negatives from the rows of
+    their replica (as the GAN step's DAMSM term): ``--damsm_batch_size`` is the global batch,
+    so N replicas see N times fewer negatives per row than one device. The text-encoder
+    gradients are clipped by the global norm one device would compute from the replicas'
+    gradients (`_replica_step`).
 
     Args:
         data_cfg, model_cfg, train_cfg, damsm_cfg: the frozen configs (`train_cfg` supplies
-            the seed and gamma1/2/3).
-        out_dir: encoder directory (best encoders at the top level, `last/` holds the
-            latest epoch, `ckpt/` the resumable state).
-        train_ds, test_ds: `tf.data` datasets of the `msmt_tf.data` format.
+            the seed, gamma1/2/3, Adam's betas/epsilon and the loop's log/checkpoint cadence).
+        out_dir: encoder directory.
+        train_ds, test_ds: `tf.data` datasets of the `msmt_tf.data` format (`train_ds` one
+            epoch of global batches, `drop_remainder`).
         vocab: the dataset vocabulary (saved with the encoders).
         steps_per_epoch: batches in one training epoch.
+        strategy: a `tf.distribute.Strategy` (default: the default strategy).
+        is_chief: whether this worker writes the directory.
     """
 
     def __init__(self, data_cfg, model_cfg, train_cfg, damsm_cfg, out_dir, train_ds, test_ds,
-                 vocab, steps_per_epoch, load_trunk_weights=True):
+                 vocab, steps_per_epoch, load_trunk_weights=True, strategy=None, is_chief=True):
         self.data_cfg = data_cfg
         self.model_cfg = model_cfg
         self.train_cfg = train_cfg
         self.cfg = damsm_cfg
         self.out_dir = out_dir
-        self.train_ds = train_ds
+        self.strategy = strategy or tf.distribute.get_strategy()
+        self.is_chief = is_chief
         self.test_ds = test_ds
         self.vocab = vocab
         self.steps_per_epoch = steps_per_epoch
         keras.utils.set_random_seed(train_cfg.seed)
-        self.text = damsm.build_text_encoder(model_cfg, len(vocab))
-        self.image = damsm.build_image_encoder(
-            model_cfg, variant=damsm_cfg.damsm_image_variant, resize=damsm_cfg.damsm_resize,
-            seed=train_cfg.seed, load_trunk_weights=load_trunk_weights)
-        self.optimizer = keras.optimizers.Adam(
-            learning_rate=damsm_cfg.damsm_lr, beta_1=train_cfg.beta_1, beta_2=train_cfg.beta_2,
-            epsilon=train_cfg.adam_epsilon)
-        self.text_vars = self.text.trainable_variables
-        self.image_vars = self.image.trainable_variables
-        self.optimizer.build(self.text_vars + self.image_vars)
-        self.epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
-        self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
+        with self.strategy.scope():
+            self.text = damsm.build_text_encoder(model_cfg, len(vocab))
+            self.image = damsm.build_image_encoder(
+                model_cfg, variant=damsm_cfg.damsm_image_variant, resize=damsm_cfg.damsm_resize,
+                seed=train_cfg.seed, load_trunk_weights=load_trunk_weights)
+            self.optimizer = keras.optimizers.Adam(
+                learning_rate=damsm_cfg.damsm_lr, beta_1=train_cfg.beta_1,
+                beta_2=train_cfg.beta_2, epsilon=train_cfg.adam_epsilon)
+            self.text_vars = self.text.trainable_variables
+            self.image_vars = self.image.trainable_variables
+            self.optimizer.build(self.text_vars + self.image_vars)
         self.best = tf.Variable(np.inf, dtype=tf.float64, trainable=False, name="best_val_loss")
-        # Optimizer slots keyed by the encoder variable they belong to (checkpointing.wrap_all).
-        self._ckpt_objects = {
-            **checkpointing.wrap_all(
-                dict(text=self.text, image=self.image, optimizer=self.optimizer)),
-            "epoch": self.epoch, "step": self.step, "best": self.best}
-        self.ckpt = tf.train.Checkpoint(**self._ckpt_objects)
-        self.manager = tf.train.CheckpointManager(
-            self.ckpt, os.path.join(out_dir, "ckpt"), max_to_keep=1)
-        self._train_step = tf.function(self._train_step_fn)
+        # The names of the checkpoints before the shared loop (text, image, optimizer, step,
+        # epoch, best), so their directories resume. The encoders' variables include their
+        # dropout seed states; `rng` (Keras' global seed generator) is new, restored if present.
+        self.checkpoint = checkpointing.TrainCheckpoint(
+            os.path.join(out_dir, "ckpt"), keep=1, checkpoint_every=train_cfg.checkpoint_every,
+            rng=checkpointing.RngState(), is_chief=is_chief,
+            optional=("rng",),
+            restore_hint="Use the same flags, or another --damsm_dir to start over.",
+            text=self.text, image=self.image, optimizer=self.optimizer, best=self.best)
+        self.train_ds = distribute.distribute_dataset(self.strategy, train_ds)
+        self._train_step = tf.function(self._distributed_step)
         self._eval_step = tf.function(self._eval_step_fn)
+        self._lr = damsm_cfg.damsm_lr
+        self.best_metrics = None
+        self.result = None
+
+    @property
+    def step(self):
+        return self.checkpoint.step
+
+    @property
+    def epoch(self):
+        return self.checkpoint.epoch
 
     # ------------------------------------------------------------------ steps
     def _rows(self, batch, training):
@@ -193,20 +211,40 @@ class DAMSMTrainer:
                 code, sentence, class_ids)
         return rows, negatives_per_row(class_ids) > 0
 
-    def _train_step_fn(self, batch):
+    def _replica_step(self, batch):
+        replicas = self.strategy.num_replicas_in_sync
+        variables = self.text_vars + self.image_vars
         with tf.GradientTape() as tape:
             rows, _ = self._rows(batch, training=True)
-            # The references' objective: means over the whole batch.
-            out = {k: tf.reduce_mean(v) for k, v in rows.items()}
+            # The references' objective: means over the whole (global) batch.
+            out = {k: tf.reduce_mean(v) / replicas for k, v in rows.items()}
             out["loss"] = tf.add_n([out[k] for k in LOSS_TERMS])
-        grads = tape.gradient(out["loss"], self.text_vars + self.image_vars)
+        # The word embedding's gradient comes as `tf.IndexedSlices`, one value per token
+        # occurrence; Keras 3's Adam would add each value's square to its second moment and
+        # `tf.clip_by_global_norm` would take the values' norm. Made dense, a token's
+        # occurrences are summed first, as PyTorch's dense embedding gradient in the references
+        # (`nn.Embedding` without `sparse=True`), and Adam updates every row, as theirs.
+        grads = [tf.convert_to_tensor(g) for g in tape.gradient(out["loss"], variables)]
         text_grads, image_grads = grads[:len(self.text_vars)], grads[len(self.text_vars):]
-        if self.cfg.damsm_clip > 0:
+        if self.cfg.damsm_clip > 0 and replicas == 1:
             text_grads, _ = tf.clip_by_global_norm(text_grads, self.cfg.damsm_clip)
-        self.optimizer.apply_gradients(
-            zip(list(text_grads) + list(image_grads), self.text_vars + self.image_vars))
-        self.step.assign_add(1)
+        elif self.cfg.damsm_clip > 0:
+            # The global norm one device computes for the global batch, whose gradient is the
+            # replicas' sum; each replica scales its part by the clip factor, the optimizer
+            # sums the parts.
+            summed = tf.distribute.get_replica_context().all_reduce(tf.distribute.ReduceOp.SUM,
+                                                                    text_grads)
+            factor = self.cfg.damsm_clip / tf.maximum(tf.linalg.global_norm(summed),
+                                                      self.cfg.damsm_clip)
+            text_grads = [g * factor for g in text_grads]
+        grads = list(text_grads) + list(image_grads)
+        self.optimizer.apply_gradients(zip(grads, variables))
         return out
+
+    def _distributed_step(self, batch):
+        out = self.strategy.run(self._replica_step, args=(batch,))
+        return {k: self.strategy.reduce(tf.distribute.ReduceOp.SUM, v, axis=None)
+                for k, v in out.items()}
 
     def _eval_step_fn(self, batch):
         """Sums of the per-row values over the rows with a negative, and the row counts."""
@@ -217,7 +255,7 @@ class DAMSMTrainer:
         out["rows_total"] = tf.cast(tf.size(weight), tf.float32)
         return out
 
-    # ------------------------------------------------------------------ loop
+    # ------------------------------------------------------------------ validation
     def evaluate(self):
         """Validation metrics (``validation_means``) over the test batches."""
         totals, count = {}, 0
@@ -250,58 +288,76 @@ class DAMSMTrainer:
             return self.cfg.damsm_max_steps
         return self.cfg.damsm_epochs * self.steps_per_epoch
 
-    def train(self, progress=None, metrics_logger=None):
-        """Runs (or resumes) pretraining; returns the best validation metrics."""
+    # ------------------------------------------------------------------ task
+    def train_step(self, batch):
+        return self._train_step(batch)
+
+    def begin(self, loop, new_run):
+        if not new_run:
+            log.info("Resumed DAMSM pretraining at epoch %d, step %d", int(self.epoch.numpy()),
+                     int(self.step.numpy()))
+
+    def epoch_begin(self, loop, epoch):
+        self._lr = damsm_learning_rate(self.cfg, epoch)
+        self.optimizer.learning_rate.assign(self._lr)
+        self._epoch_start = time.time()
+
+    log_prefix = "damsm_train/"
+
+    def log_scalars(self, loop, logs):
+        return {"damsm_train/lr": self._lr}
+
+    def progress_metrics(self, logs):
+        return {"loss": logs["loss"], "lr": self._lr}
+
+    def epoch_end(self, loop, epoch):
+        done = epoch + 1
+        if done % self.cfg.damsm_eval_every_epochs == 0 or loop.step >= loop.total:
+            val = self.evaluate()
+            val["epoch"] = done
+            val["lr"] = self._lr
+            val["epoch_seconds"] = time.time() - self._epoch_start
+            log.info("DAMSM epoch %d: %s", done, _fmt(val))
+            loop.logger.scalars(loop.step, {f"damsm_val/{k}": v for k, v in val.items()})
+            self._save(os.path.join(self.out_dir, "last"), val)
+            if val["loss"] < float(self.best.numpy()):
+                self.best.assign(val["loss"])
+                self._save(self.out_dir, val)
+                self.best_metrics = val
+            elif math.isnan(val["loss"]) and math.isinf(float(self.best.numpy())):
+                # No defined validation yet: the latest encoders are the result (the GAN
+                # trains on them), not selected by validation.
+                log.warning("DAMSM epoch %d: no defined validation loss; keeping the latest "
+                            "encoders in %s.", done, self.out_dir)
+                self._save(self.out_dir, val)
+                self.best_metrics = val
+        return True  # a checkpoint after every epoch, as before the shared loop
+
+    def train(self, progress_stream=None):
+        """Runs (or resumes) pretraining; returns the best validation metrics (None if no
+        validation ran yet). ``self.result`` is the loop's result (``"stopped"``: by a signal;
+        ``stopped`` then says so too)."""
         os.makedirs(self.out_dir, exist_ok=True)
-        if self.manager.latest_checkpoint:
-            checkpointing.read_checkpoint(
-                self.manager.latest_checkpoint, self._ckpt_objects, root=self.ckpt,
-                what="the DAMSM encoders/optimizer being resumed",
-                hint="Use the same flags, or another --damsm_dir to start over.")
-            log.info("Resumed DAMSM pretraining at epoch %d, step %d", int(self.epoch),
-                     int(self.step))
-        total = self.total_steps()
-        best_metrics = None
-        epochs = math.ceil(total / max(self.steps_per_epoch, 1))
-        while int(self.step) < total and int(self.epoch) < epochs:
-            lr = damsm_learning_rate(self.cfg, int(self.epoch))
-            self.optimizer.learning_rate.assign(lr)
-            t0 = time.time()
-            for batch in self.train_ds.take(self.steps_per_epoch):
-                out = self._train_step(batch)
-                step = int(self.step)
-                if progress is not None:
-                    progress.update(step, {"loss": float(out["loss"]), "lr": lr})
-                if step >= total:
-                    break
-            self.epoch.assign_add(1)
-            train_time = time.time() - t0
-            if int(self.epoch) % self.cfg.damsm_eval_every_epochs == 0 or int(self.step) >= total:
-                val = self.evaluate()
-                val["epoch"] = int(self.epoch)
-                val["lr"] = lr
-                val["epoch_seconds"] = train_time
-                log.info("DAMSM epoch %d: %s", int(self.epoch), _fmt(val))
-                if metrics_logger is not None:
-                    metrics_logger.scalars(int(self.step), {f"damsm_val/{k}": v for k, v in val.items()})
-                self._save(os.path.join(self.out_dir, "last"), val)
-                if val["loss"] < float(self.best):
-                    self.best.assign(val["loss"])
-                    self._save(self.out_dir, val)
-                    best_metrics = val
-                elif math.isnan(val["loss"]) and math.isinf(float(self.best)):
-                    # No defined validation yet: the latest encoders are the result (the GAN
-                    # trains on them), not selected by validation.
-                    log.warning("DAMSM epoch %d: no defined validation loss; keeping the latest "
-                                "encoders in %s.", int(self.epoch), self.out_dir)
-                    self._save(self.out_dir, val)
-                    best_metrics = val
-            self.manager.save(checkpoint_number=int(self.epoch))
-        if best_metrics is None:
-            best_metrics = self.load_best_metrics()
-        return best_metrics
+        loop = loop_lib.Loop(
+            self, self.strategy, self.train_ds, self.total_steps(), self.steps_per_epoch,
+            self.out_dir, log_every=self.train_cfg.log_every, examples_per_step=self.cfg.damsm_batch_size, is_chief=self.is_chief,
+            stream=progress_stream)
+        self.result = loop.run()
+        marker = os.path.join(self.out_dir, STOPPED_FILE)
+        if self.is_chief and self.result["stopped"]:
+            with open(marker, "w") as f:
+                json.dump({"step": self.result["step"], "total": loop.total}, f)
+        elif self.is_chief and os.path.exists(marker):
+            os.remove(marker)
+        return self.best_metrics or self.load_best_metrics()
+
+    @property
+    def stopped(self):
+        return bool(self.result and self.result["stopped"])
 
     def _save(self, directory, val):
+        if not self.is_chief:
+            return
         meta = damsm.encoder_meta(self.model_cfg, self.cfg)
         meta["validation"] = val
         meta["dataset"] = self.data_cfg.dataset
@@ -313,6 +369,12 @@ class DAMSMTrainer:
             return None
         with open(path) as f:
             return json.load(f).get("validation")
+
+
+def interrupted(out_dir):
+    """True if the DAMSM pretraining in ``out_dir`` was stopped by a signal and not finished
+    since (its encoders, if any, are an intermediate result)."""
+    return os.path.exists(os.path.join(out_dir, STOPPED_FILE))
 
 
 def _fmt(values):

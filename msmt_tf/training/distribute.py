@@ -95,17 +95,6 @@ def worker_info(strategy):
     return int(task_id), bool(chief)
 
 
-def replica_batch_size(global_batch_size: int, strategy) -> int:
-    """Per-replica batch; the global batch must split evenly (static shapes everywhere)."""
-    n = strategy.num_replicas_in_sync
-    if global_batch_size % n:
-        raise DistributeError(
-            f"--batch_size={global_batch_size} does not split over {n} replicas: use a "
-            f"multiple of {n}."
-        )
-    return global_batch_size // n
-
-
 def distribute_dataset(strategy, dataset: tf.data.Dataset):
     """Splits a dataset batched with the global batch size across replicas and workers."""
     options = tf.data.Options()

@@ -147,8 +147,3 @@ class ExponentialMovingAverage:
         """Sets the copy's trainable weights to the live model's (decay 0 for one step)."""
         for src, dst in self._trainable:
             dst.assign(tf.cast(tf.convert_to_tensor(src), dst.dtype))
-
-    def copy_non_trainable(self):
-        """Copies BatchNorm moving statistics (and other non-trainable weights except seeds)."""
-        for src, dst in self._buffers:
-            dst.assign(tf.cast(tf.convert_to_tensor(src), dst.dtype))

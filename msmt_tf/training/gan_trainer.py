@@ -1,15 +1,16 @@
-"""The GAN training loop: networks, checkpoints, logging, evaluation.
+"""The GAN task: networks, optimizers, the GAN step, image grids and evaluation.
 
-`GANTrainer` owns everything of one run: the generator and its EMA copy, one discriminator per
-stage, one Adam per network, the noise generator, the checkpoint (step, epoch, every network
-and optimizer, the RNG states), TensorBoard + `metrics.jsonl`, image grids from a fixed set of
-test captions and noise, and the periodic FID / R-precision evaluation that keeps the best
-checkpoint. Running it again on the same run directory resumes.
+`GANTrainer` is the `loop.Task` of GAN training: the generator and its EMA copy, one
+discriminator per stage, one Adam per network, the noise generator, the checkpoint (step,
+epoch, every network and optimizer, the RNG states), the discriminator warm-up of a new run,
+image grids from a fixed set of test captions and noise, and the periodic FID / R-precision
+evaluation that keeps the best checkpoint. `train` runs it with `loop.Loop` (steps, saves,
+SIGTERM, TensorBoard + `metrics.jsonl`, progress); running it again on the same run directory
+resumes.
 """
 
 import collections
 import logging
-import os
 import time
 
 import keras
@@ -20,8 +21,8 @@ from msmt_tf.evaluation import registry
 from msmt_tf.models.discriminator import Discriminator
 from msmt_tf.models.generator import build_generator
 from msmt_tf.models.param_count import dummy_generator_inputs
-from msmt_tf.training import checkpointing, ema as ema_lib, logger as logger_lib
-from msmt_tf.training import distribute, precision, progress as progress_lib
+from msmt_tf.training import checkpointing, ema as ema_lib
+from msmt_tf.training import distribute, loop as loop_lib, precision
 from msmt_tf.training.gan_step import GANStep
 
 log = logging.getLogger(__name__)
@@ -79,8 +80,8 @@ def eval_scalars(result, seconds, num_images):
     return scalars
 
 
-class GANTrainer:
-    """One GAN run.
+class GANTrainer(loop_lib.Task):
+    """One GAN run (the GAN `loop.Task`).
 
     Args:
         configs: `msmt_tf.cli.common.Configs` (`.data`, `.model`, `.train`, `.damsm`).
@@ -118,8 +119,9 @@ class GANTrainer:
         cfg = self.cfg
         replicas = strategy.num_replicas_in_sync
         if cfg.batch_size % replicas:
-            raise ValueError(f"--batch_size={cfg.batch_size} is not divisible by the "
-                             f"{replicas} replicas of --strategy={cfg.strategy}.")
+            raise distribute.DistributeError(
+                f"--batch_size={cfg.batch_size} does not split over {replicas} replicas "
+                f"(--strategy={cfg.strategy}): use a multiple of {replicas}.")
         self.replica_batch = cfg.batch_size // replicas
         words_num = configs.data.words_num
         # Reproducible initial weights: every unseeded initializer draws from Keras' global
@@ -182,20 +184,23 @@ class GANTrainer:
 
     def warmup_discriminators(self, metrics_logger, prog):
         """``--d_warmup_steps`` matching steps of the discriminators (a new run only); logs the
-        mean loss and accuracy of the last ``--log_every`` steps as ``d_warmup_*`` at step 0."""
+        mean loss and accuracy of the last ``--log_every`` steps as ``d_warmup_*`` at step 0.
+        The outputs stay tensors until a progress line (every ``--log_every`` steps) reads them."""
         n = self.cfg.d_warmup_steps
         recent, done, t0 = collections.deque(maxlen=self.cfg.log_every), 0, time.time()
         while done < n:
             for batch in self.train_ds:
-                recent.append({k: float(v) for k, v in self._warmup_step(batch).items()})
+                recent.append(self._warmup_step(batch))
                 done += 1
                 if done % self.cfg.log_every == 0 or done == n:
-                    acc = [v for k, v in recent[-1].items() if k.startswith("d_warmup_accuracy")]
+                    last = loop_lib.read(recent[-1])
+                    acc = [v for k, v in last.items() if k.startswith("d_warmup_accuracy")]
                     prog.write(f"discriminator warm-up {done}/{n}: matching accuracy "
                                + " ".join(f"{a:.2f}" for a in acc)
                                + f" ({time.time() - t0:.0f} s)")
                 if done >= n:
                     break
+        recent = [loop_lib.read(r) for r in recent]
         means = {k: sum(r[k] for r in recent) / len(recent) for k in recent[-1]}
         means["d_warmup_seconds"] = time.time() - t0
         metrics_logger.scalars(0, means)
@@ -247,7 +252,7 @@ class GANTrainer:
         words = [self.vocab.ixtoword.get(int(i), "?") for i in caption[:length]]
         return images, words
 
-    # ------------------------------------------------------------------ loop
+    # ------------------------------------------------------------------ task
     def total_steps(self):
         return self.cfg.total_steps(self.steps_per_epoch)
 
@@ -265,64 +270,45 @@ class GANTrainer:
             self.checkpoint.update_best(result["fid"], metric="fid")
         return result
 
-    def train(self, stream=None):
-        """Runs or resumes the loop; returns a dict with the final step and last metrics."""
-        cfg = self.cfg
-        start = self.checkpoint.restore_latest()
-        if start == 0:
+    def train_step(self, batch):
+        return self._train_step(batch)
+
+    def begin(self, loop, new_run):
+        if new_run:
             self.ema.copy_weights()
-        total = self.total_steps()
-        counter = precision.NonFiniteCounter(cfg.max_nonfinite_steps, cfg.precision)
-        metrics_logger = logger_lib.MetricsLogger(self.run.path, resume_step=start or None,
-                                                  enabled=self.is_chief)
-        prog = progress_lib.Progress(total, initial=start, every=cfg.log_every, stream=stream)
-        last_logs, last_eval = {}, None
-        step = start
-        stopping = False
-        with checkpointing.StopSignal() as stop, metrics_logger:
-            if start == 0:
-                self.write_grids(metrics_logger, 0)
-                if cfg.d_warmup_steps:
-                    self.warmup_discriminators(metrics_logger, prog)
-            while step < total and not stopping:
-                epoch_start = time.time()
-                for batch in self.train_ds:
-                    t0 = time.time()
-                    logs = self._train_step(batch)
-                    self.checkpoint.step.assign_add(1)
-                    step = int(self.checkpoint.step.numpy())
-                    finite = counter.update(float(logs["finite"]) > 0.5, step)
-                    if step % cfg.log_every == 0 or step == total:
-                        dt = time.time() - t0
-                        scalars = {k: float(v) for k, v in logs.items()}
-                        scalars.update({
-                            "lr/generator": cfg.g_lr, "lr/discriminator": cfg.d_lr,
-                            "step_seconds": dt, "examples_per_second": cfg.batch_size / max(dt, 1e-9),
-                            "nonfinite_total": counter.total})
-                        metrics_logger.scalars(step, scalars)
-                        last_logs = scalars
-                    if finite:
-                        prog.update(step, {"g": float(logs["g_loss"]),
-                                           "d": float(logs[f"d_loss/stage{len(self.discriminators) - 1}"])})
-                    if step % cfg.image_every == 0:
-                        self.write_grids(metrics_logger, step)
-                    if cfg.eval_every and step % cfg.eval_every == 0 and step < total:
-                        last_eval = self.evaluate(metrics_logger, step)
-                    self.checkpoint.maybe_save()
-                    # A signal on any worker stops every worker after this same step (a worker
-                    # that went on alone would wait forever in the next step's all-reduce).
-                    stopping = distribute.any_replica(self.strategy, stop.requested)
-                    if step >= total or stopping:
-                        break
-                self.checkpoint.epoch.assign_add(1)
-                log.info("epoch %d done in %.1fs", int(self.checkpoint.epoch.numpy()),
-                         time.time() - epoch_start)
-            if stopping:
-                prog.write(f"stop requested: saving step {step} and exiting")
-                self.checkpoint.save("signal")
-                return {"step": step, "stopped": True, "logs": last_logs}
-            self.write_grids(metrics_logger, step)
-            last_eval = self.evaluate(metrics_logger, step)
-            self.checkpoint.save("final")
-            prog.close()
-        return {"step": step, "stopped": False, "logs": last_logs, "eval": last_eval}
+            self.write_grids(loop.logger, 0)
+            if self.cfg.d_warmup_steps:
+                self.warmup_discriminators(loop.logger, loop.progress)
+
+    def epoch_begin(self, loop, epoch):
+        self._epoch_start = time.time()
+
+    def log_scalars(self, loop, logs):
+        return {"lr/generator": self.cfg.g_lr, "lr/discriminator": self.cfg.d_lr}
+
+    def progress_metrics(self, logs):
+        return {"g": logs["g_loss"], "d": logs[f"d_loss/stage{len(self.discriminators) - 1}"]}
+
+    def after_step(self, loop, step):
+        if step % self.cfg.image_every == 0:
+            self.write_grids(loop.logger, step)
+        if self.cfg.eval_every and step % self.cfg.eval_every == 0 and step < loop.total:
+            self.evaluate(loop.logger, step)
+
+    def epoch_end(self, loop, epoch):
+        log.info("epoch %d done in %.1fs", epoch + 1,
+                 time.time() - getattr(self, "_epoch_start", time.time()))
+
+    def end(self, loop):
+        self.write_grids(loop.logger, loop.step)
+        return {"eval": self.evaluate(loop.logger, loop.step)}
+
+    def train(self, stream=None):
+        """Runs or resumes the run (`loop.Loop`); returns ``{"step", "stopped", "logs"}`` and,
+        when it ran to the end, ``"eval"``: the final evaluation (or None)."""
+        cfg = self.cfg
+        return loop_lib.Loop(
+            self, self.strategy, self.train_ds, self.total_steps(), self.steps_per_epoch,
+            self.run.path, log_every=cfg.log_every, examples_per_step=cfg.batch_size,
+            nonfinite=precision.NonFiniteCounter(cfg.max_nonfinite_steps, cfg.precision),
+            is_chief=self.is_chief, stream=stream).run()

@@ -264,11 +264,3 @@ class MetricsLogger:
     def __exit__(self, *exc):
         self.close()
         return False
-
-
-def read_metrics(path: str):
-    """All records of a ``metrics.jsonl`` (run directory or file)."""
-    if os.path.isdir(path):
-        path = os.path.join(path, "metrics.jsonl")
-    with open(path, encoding="utf-8") as f:
-        return [json.loads(line) for line in f if line.strip()]

@@ -150,10 +150,6 @@ class RunDir:
     changes: Mapping[str, list] = dataclasses.field(default_factory=dict)
 
     @property
-    def config_path(self):
-        return os.path.join(self.path, CONFIG_FILE)
-
-    @property
     def checkpoint_dir(self):
         return os.path.join(self.path, "checkpoints")
 

@@ -34,12 +34,17 @@ def prepare_data(configs, stream=sys.stdout):
     return train, test
 
 
-def pretrain_damsm(configs, train_split=None, test_split=None, stream=sys.stderr):
-    """Trains (or resumes) the DAMSM encoders; returns `(directory, best validation metrics)`."""
-    from msmt_tf.training import progress as progress_lib
+def pretrain_damsm(configs, train_split=None, test_split=None, stream=sys.stderr, strategy=None):
+    """Trains (or resumes) the DAMSM encoders under ``strategy`` (default: ``--strategy``'s);
+    returns `(directory, best validation metrics)`. A run stopped by SIGTERM/SIGINT saved a
+    resumable checkpoint (`damsm_trainer.interrupted(directory)` is then True)."""
+    from msmt_tf.training import distribute
     from msmt_tf.training.damsm_trainer import DAMSMTrainer
 
     cfg = configs.damsm
+    if strategy is None:
+        strategy = distribute.make_strategy(configs.train.strategy)
+    _, is_chief = distribute.worker_info(strategy)
     if train_split is None:
         data_lib.ensure_dataset(configs.data)
         train_split = data_lib.load_split(configs.data, "train")
@@ -50,18 +55,19 @@ def pretrain_damsm(configs, train_split=None, test_split=None, stream=sys.stderr
     if steps_per_epoch < 1:
         raise ConfigError(f"--damsm_batch_size={batch} exceeds the {len(train_split)} training "
                           "images: lower it.")
+    replicas = strategy.num_replicas_in_sync
+    if batch % replicas:
+        raise ConfigError(f"--damsm_batch_size={batch} is not divisible by the {replicas} "
+                          f"replicas of --strategy={configs.train.strategy}: use a multiple.")
     seed, sizes = configs.train.pipeline_seed, configs.model.image_sizes
     train_ds = data_lib.make_dataset(configs.data, train_split, batch, training=True,
                                      image_sizes=sizes, seed=seed)
     test_ds = data_lib.make_dataset(configs.data, test_split, batch, training=False,
                                     image_sizes=sizes, seed=seed)
     trainer = DAMSMTrainer(configs.data, configs.model, configs.train, cfg, out_dir, train_ds,
-                           test_ds, train_split.vocab, steps_per_epoch)
-    total = trainer.total_steps()
-    prog = progress_lib.Progress(total, initial=int(trainer.step), every=configs.train.log_every,
-                                 stream=stream)
-    best = trainer.train(progress=prog)
-    prog.close()
+                           test_ds, train_split.vocab, steps_per_epoch, strategy=strategy,
+                           is_chief=is_chief)
+    best = trainer.train(progress_stream=stream)
     return out_dir, best
 
 
@@ -137,20 +143,27 @@ def train(configs, stream=sys.stderr, out=sys.stdout):
     """The whole GAN job: data, DAMSM encoders (pretrained if missing), run dir, loop, report."""
     import tensorflow as tf
 
-    from msmt_tf.training import distribute, precision
+    from msmt_tf.training import damsm_trainer, distribute, precision
     from msmt_tf.training.gan_trainer import GANTrainer
 
     tcfg = configs.train
+    # First: a multi-worker strategy must exist before any other TF op (the DAMSM pretraining).
+    strategy = distribute.make_strategy(tcfg.strategy)
     if tcfg.deterministic:
         tf.config.experimental.enable_op_determinism()
     train_split, test_split = prepare_data(configs, stream=out)
     damsm_dir = configs.damsm.resolved_damsm_dir(configs.data.dataset)
-    if not damsm.exists(damsm_dir):
-        print(f"no DAMSM encoders in {damsm_dir}: pretraining them first "
-              "(python -m msmt_tf.pretrain_damsm)", file=out)
-        _, best = pretrain_damsm(configs, train_split, test_split, stream=stream)
+    if not damsm.exists(damsm_dir) or damsm_trainer.interrupted(damsm_dir):
+        what = ("the DAMSM pretraining in {} was stopped before its end: resuming it"
+                if damsm.exists(damsm_dir) else "no DAMSM encoders in {}: pretraining them first")
+        print(what.format(damsm_dir) + " (python -m msmt_tf.pretrain_damsm)", file=out)
+        _, best = pretrain_damsm(configs, train_split, test_split, stream=stream,
+                                 strategy=strategy)
+        if damsm_trainer.interrupted(damsm_dir):
+            print("  DAMSM pretraining stopped early by a signal: run the same command again "
+                  "to resume.", file=out)
+            return {"step": 0, "stopped": True, "logs": {}}
         print(f"DAMSM encoders: {damsm_dir} (validation: {json.dumps(best)})", file=out)
-    strategy = distribute.make_strategy(tcfg.strategy)
     configs, stored = resolve_precision(configs)
     tcfg = configs.train
     _, is_chief = distribute.worker_info(strategy)

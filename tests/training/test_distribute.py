@@ -36,14 +36,16 @@ def test_compute_average_loss_divides_by_global_batch():
 def test_default_strategy_and_batch_split_errors(monkeypatch):
     s = distribute.make_strategy("default")
     assert s.num_replicas_in_sync == 1 and distribute.worker_info(s) == (0, True)
-    assert distribute.replica_batch_size(20, s) == 20
 
     class Two:
         num_replicas_in_sync = 2
 
-    assert distribute.replica_batch_size(20, Two()) == 10
+    # The GAN task checks the split before it builds anything (the strategy is not used).
+    from msmt_tf.training.gan_trainer import GANTrainer
+    from tests.training import gan_fixtures as fx
+
     with pytest.raises(distribute.DistributeError, match="--batch_size=21 does not split over 2"):
-        distribute.replica_batch_size(21, Two())
+        GANTrainer(fx.configs(batch_size=21), None, Two(), None, None, None, None, 1)
     monkeypatch.delenv("TF_CONFIG", raising=False)
     with pytest.raises(distribute.DistributeError, match="TF_CONFIG"):
         distribute.make_strategy("multiworker")

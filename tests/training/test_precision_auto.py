@@ -130,7 +130,7 @@ def test_config_json_stores_the_resolved_and_the_requested_precision(monkeypatch
     assert (stored["train"]["precision"], stored["train"]["precision_requested"]) == (
         "mixed_bfloat16", "auto")
     run = rd.prepare_run_dir(str(tmp_path / "run"), stored)
-    with open(run.config_path) as f:
+    with open(os.path.join(run.path, rd.CONFIG_FILE)) as f:
         train = json.load(f)["train"]
     assert (train["precision"], train["precision_requested"]) == ("mixed_bfloat16", "auto")
     # An explicit value is stored as given, twice.

@@ -24,7 +24,7 @@ def test_create_and_round_trip(tmp_path):
     train = TrainConfig(g_lr=1e-3, precision="mixed_bfloat16")
     r = rd.prepare_run_dir(path, {"train": train, "data": DATA})
     assert (r.resumed, r.moved_to) == (False, None)
-    stored = json.load(open(r.config_path))
+    stored = json.load(open(os.path.join(r.path, rd.CONFIG_FILE)))
     assert stored["train"]["g_lr"] == 1e-3 and stored["data"]["image_sizes"] == [32, 64]
     back = rd.load_configs(path, {"train": TrainConfig})
     assert back["train"] == train and back["data"]["dataset"] == "shapes"
@@ -45,7 +45,7 @@ def test_resume_same_config_and_harmless_changes(tmp_path):
     assert r.changes == {"train.log_every": [default.log_every, 7],
                          "train.max_steps": [default.max_steps, 5000],
                          "train.strategy": ["default", "mirrored"]}
-    assert json.load(open(r.config_path))["train"]["max_steps"] == 5000
+    assert json.load(open(os.path.join(r.path, rd.CONFIG_FILE)))["train"]["max_steps"] == 5000
     log = [json.loads(l) for l in open(os.path.join(path, rd.CHANGES_FILE))]
     assert log == [{"time": "20260102T030405Z", "changes": r.changes}]
 
