@@ -14,15 +14,17 @@ common.define_all_flags()
 
 def main(argv):
     entry.no_arguments(argv)
-    from msmt_tf.training import damsm_trainer, runner
+    import sys
 
-    configs = common.configs_from_flags()
-    out_dir, best = runner.pretrain_damsm(configs)
-    if damsm_trainer.interrupted(out_dir):
-        print(f"DAMSM pretraining in {out_dir} stopped early by a signal: run the same command "
-              "again to resume.")
+    from msmt_tf.training import runner
+
+    trainer = runner.damsm_pretraining(common.configs_from_flags())
+    best = trainer.train(progress_stream=sys.stderr)
+    if trainer.stopped:  # as every worker agreed (the marker file is the chief's)
+        print(f"DAMSM pretraining in {trainer.out_dir} stopped early by a signal: run the same "
+              "command again to resume.")
         return
-    print(f"DAMSM encoders written to {out_dir}")
+    print(f"DAMSM encoders written to {trainer.out_dir}")
     if best:
         print("best validation: " + " ".join(
             f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in best.items()))

@@ -17,14 +17,18 @@ step variable, at its own cadence). The non-finite flags of the steps in between
 (device scalars) and read together then, so every skipped step is still counted and warned
 about with its step number; an abort (``--max_nonfinite_steps`` in a row) comes at the next
 read.
-``step_seconds`` is the mean wall time per step since the previous log step. (Under
+``step_seconds`` is the mean wall time per step since the previous log step, the hooks' work
+in between included (an evaluation, image grids, a DAMSM validation or a save inflates the next
+log step's value; the steady step is the median over log steps). (Under
 ``--strategy=multiworker`` the workers agree on a stop after every step, one scalar all-reduce.)
 
 Epochs: epoch ``e`` is steps ``e * steps_per_epoch + 1 .. (e + 1) * steps_per_epoch`` (or
 until the data runs out, or the last step). The checkpoint's ``epoch`` counts finished epochs,
 so a run stopped mid-epoch resumes with the rest of that epoch (the data order of a resumed
 epoch is not replayed: the pipeline starts a new pass). Checkpoints of the loop before the split
-could count fewer epochs than done; they are recounted as ``step // steps_per_epoch``.
+could count fewer epochs than done; they are recounted as ``step // steps_per_epoch`` (and one
+saved on a signal could count one more: its epoch numbers then stay one ahead). The last step
+ends its epoch even mid-epoch (the DAMSM task validates and saves there).
 """
 
 import logging
@@ -139,7 +143,8 @@ class Loop:
 
     # ------------------------------------------------------------------ host reads
     def _drain(self, logs=None):
-        """Reads the pending finite flags together (one host read) and counts them; the
+        """Reads the pending finite flags (after the log step's read, so nothing waits) and
+        counts them; the
         current step's flag is taken from ``logs`` (its outputs, already read) if given.
         Returns whether the last step was finite."""
         pending, self._pending = self._pending, []

@@ -38,6 +38,15 @@ def pretrain_damsm(configs, train_split=None, test_split=None, stream=sys.stderr
     """Trains (or resumes) the DAMSM encoders under ``strategy`` (default: ``--strategy``'s);
     returns `(directory, best validation metrics)`. A run stopped by SIGTERM/SIGINT saved a
     resumable checkpoint (`damsm_trainer.interrupted(directory)` is then True)."""
+    trainer = damsm_pretraining(configs, train_split, test_split, strategy=strategy)
+    best = trainer.train(progress_stream=stream)
+    return trainer.out_dir, best
+
+
+def damsm_pretraining(configs, train_split=None, test_split=None, strategy=None):
+    """The `damsm_trainer.DAMSMTrainer` of `pretrain_damsm`, built (data, encoders, restore
+    target) but not run: `.train()` runs it, `.stopped` then says whether a signal stopped it,
+    as every worker agreed (the `pretraining_stopped.json` marker is the chief's file)."""
     from msmt_tf.training import distribute
     from msmt_tf.training.damsm_trainer import DAMSMTrainer
 
@@ -64,11 +73,9 @@ def pretrain_damsm(configs, train_split=None, test_split=None, stream=sys.stderr
                                      image_sizes=sizes, seed=seed)
     test_ds = data_lib.make_dataset(configs.data, test_split, batch, training=False,
                                     image_sizes=sizes, seed=seed)
-    trainer = DAMSMTrainer(configs.data, configs.model, configs.train, cfg, out_dir, train_ds,
-                           test_ds, train_split.vocab, steps_per_epoch, strategy=strategy,
-                           is_chief=is_chief)
-    best = trainer.train(progress_stream=stream)
-    return out_dir, best
+    return DAMSMTrainer(configs.data, configs.model, configs.train, cfg, out_dir, train_ds,
+                        test_ds, train_split.vocab, steps_per_epoch, strategy=strategy,
+                        is_chief=is_chief)
 
 
 def fixed_batch(configs, test_split):
@@ -153,13 +160,16 @@ def train(configs, stream=sys.stderr, out=sys.stdout):
         tf.config.experimental.enable_op_determinism()
     train_split, test_split = prepare_data(configs, stream=out)
     damsm_dir = configs.damsm.resolved_damsm_dir(configs.data.dataset)
-    if not damsm.exists(damsm_dir) or damsm_trainer.interrupted(damsm_dir):
+    resuming = damsm_trainer.interrupted(damsm_dir)
+    if resuming or not damsm.exists(damsm_dir):
         what = ("the DAMSM pretraining in {} was stopped before its end: resuming it"
-                if damsm.exists(damsm_dir) else "no DAMSM encoders in {}: pretraining them first")
+                if resuming else "no DAMSM encoders in {}: pretraining them first")
         print(what.format(damsm_dir) + " (python -m msmt_tf.pretrain_damsm)", file=out)
-        _, best = pretrain_damsm(configs, train_split, test_split, stream=stream,
-                                 strategy=strategy)
-        if damsm_trainer.interrupted(damsm_dir):
+        pretraining = damsm_pretraining(configs, train_split, test_split, strategy=strategy)
+        best = pretraining.train(progress_stream=stream)
+        # The stop every worker agreed on, not the marker file: the chief writes (or removes)
+        # it after the loop, possibly after another worker has got here.
+        if pretraining.stopped:
             print("  DAMSM pretraining stopped early by a signal: run the same command again "
                   "to resume.", file=out)
             return {"step": 0, "stopped": True, "logs": {}}
