@@ -56,3 +56,16 @@ def run_serialization_test(layer, inputs, call_kwargs=None, atol=1e-6):
     assert type(revived) is type(layer)
     assert revived.get_config() == config
     return out
+
+
+def random_word_inputs(lengths, seq_len, size, channels, word_dim, seed=0):
+    """``(h [B, size, size, channels], words [B, seq_len, word_dim], mask bool [B, seq_len])``
+    of a layer that reads image features and words: normal draws (h first, then the words) of
+    ``np.random.default_rng(seed)``, one row per caption length in ``lengths``, the padding
+    words zero."""
+    rng = np.random.default_rng(seed)
+    b = len(lengths)
+    h = rng.normal(size=(b, size, size, channels)).astype("float32")
+    mask = np.arange(seq_len)[None, :] < np.asarray(lengths)[:, None]
+    words = rng.normal(size=(b, seq_len, word_dim)).astype("float32") * mask[..., None]
+    return h, words, mask

@@ -6,18 +6,13 @@ import pytest
 import tensorflow as tf
 
 from msmt_tf.layers.dynamic_memory import DynamicMemory
-from msmt_tf.testing.layer_test import run_serialization_test
+from msmt_tf.testing.layer_test import random_word_inputs, run_serialization_test
 
 GF, NW = 3, 5
 
 
 def _inputs(lengths, seq_len, size=3, seed=0):
-    rng = np.random.default_rng(seed)
-    b = len(lengths)
-    h = rng.normal(size=(b, size, size, GF)).astype("float32")
-    mask = np.arange(seq_len)[None, :] < np.asarray(lengths)[:, None]
-    words = rng.normal(size=(b, seq_len, NW)).astype("float32") * mask[..., None]
-    return h, words, mask
+    return random_word_inputs(lengths, seq_len, size, GF, NW, seed)
 
 
 def _randomize(layer, seed=1):

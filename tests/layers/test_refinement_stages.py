@@ -9,18 +9,13 @@ import pytest
 
 from msmt_tf.layers.attn_refinement import AttnRefinement
 from msmt_tf.layers.memory_refinement import MemoryRefinement
-from msmt_tf.testing.layer_test import run_serialization_test
+from msmt_tf.testing.layer_test import random_word_inputs, run_serialization_test
 
 STAGES = (AttnRefinement, MemoryRefinement)
 
 
 def _inputs(lengths, seq_len, gf=3, size=4, word_dim=5, seed=0):
-    rng = np.random.default_rng(seed)
-    b = len(lengths)
-    h = rng.normal(size=(b, size, size, gf)).astype("float32")
-    mask = np.arange(seq_len)[None, :] < np.asarray(lengths)[:, None]
-    words = rng.normal(size=(b, seq_len, word_dim)).astype("float32") * mask[..., None]
-    return h, words, mask
+    return random_word_inputs(lengths, seq_len, size, gf, word_dim, seed)
 
 
 def _trainable(layer):

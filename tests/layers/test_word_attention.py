@@ -5,16 +5,11 @@ import numpy as np
 import pytest
 
 from msmt_tf.layers.word_attention import WordAttention, attention_mask
-from msmt_tf.testing.layer_test import run_serialization_test
+from msmt_tf.testing.layer_test import random_word_inputs, run_serialization_test
 
 
 def _inputs(lengths, seq_len, size=2, channels=3, word_dim=4, seed=0):
-    rng = np.random.default_rng(seed)
-    b = len(lengths)
-    h = rng.normal(size=(b, size, size, channels)).astype("float32")
-    mask = np.arange(seq_len)[None, :] < np.asarray(lengths)[:, None]
-    words = rng.normal(size=(b, seq_len, word_dim)).astype("float32") * mask[..., None]
-    return h, words, mask
+    return random_word_inputs(lengths, seq_len, size, channels, word_dim, seed)
 
 
 def np_attention(h, words, mask, kernel):
