@@ -69,3 +69,17 @@ def random_word_inputs(lengths, seq_len, size, channels, word_dim, seed=0):
     mask = np.arange(seq_len)[None, :] < np.asarray(lengths)[:, None]
     words = rng.normal(size=(b, seq_len, word_dim)).astype("float32") * mask[..., None]
     return h, words, mask
+
+
+def np_conv_same(x, kernel):
+    """Stride-1 'same' convolution in NumPy, the tests' independent reference:
+    ``x [N, H, W, C]``, ``kernel [k, k, C, O]`` (odd k), no bias; float64."""
+    k = kernel.shape[0]
+    r = k // 2
+    n, h, w, _ = x.shape
+    xp = np.pad(x, ((0, 0), (r, r), (r, r), (0, 0)))
+    out = np.zeros((n, h, w, kernel.shape[-1]))
+    for du in range(k):
+        for dv in range(k):
+            out += xp[:, du : du + h, dv : dv + w] @ kernel[du, dv]
+    return out

@@ -4,16 +4,7 @@ import numpy as np
 import pytest
 
 from msmt_tf.layers.d_logits import DiscriminatorLogits
-from msmt_tf.testing.layer_test import run_serialization_test
-
-
-def _np_conv_same3(x, w_hwio, b):
-    xp = np.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))
-    y = np.zeros(x.shape[:3] + (w_hwio.shape[-1],))
-    for i in range(x.shape[1]):
-        for j in range(x.shape[2]):
-            y[:, i, j] = np.einsum("bhwc,hwco->bo", xp[:, i : i + 3, j : j + 3], w_hwio)
-    return y + b
+from msmt_tf.testing.layer_test import np_conv_same, run_serialization_test
 
 
 def test_uncond_head_hand_values():
@@ -45,7 +36,7 @@ def test_cond_head_matches_numpy():
     w_mat = np.transpose(w, (3, 2, 0, 1)).reshape(8, -1)
     sigma = sn.u.numpy() @ w_mat @ sn.v.numpy()
     joint = np.concatenate([code, np.tile(sentence[:, None, None, :], (1, 4, 4, 1))], axis=-1)
-    h = _np_conv_same3(joint, w / sigma, sn.bias.numpy())
+    h = (np_conv_same(joint, w / sigma) + sn.bias.numpy())
     h = np.where(h > 0, h, 0.2 * h)
     expected = np.einsum("bhwc,hwc->b", h, head.out_conv.kernel.numpy()[..., 0]) + 0.3
     np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-5)

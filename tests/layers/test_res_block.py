@@ -4,19 +4,7 @@ import numpy as np
 import pytest
 
 from msmt_tf.layers.res_block import ResBlock
-from msmt_tf.testing.layer_test import run_serialization_test
-
-
-def np_conv_same(x, kernel):
-    k = kernel.shape[0]
-    r = k // 2
-    n, h, w, _ = x.shape
-    xp = np.pad(x, ((0, 0), (r, r), (r, r), (0, 0)))
-    out = np.zeros((n, h, w, kernel.shape[-1]))
-    for du in range(k):
-        for dv in range(k):
-            out += xp[:, du : du + h, dv : dv + w] @ kernel[du, dv]
-    return out
+from msmt_tf.testing.layer_test import np_conv_same, run_serialization_test
 
 
 def np_bn_eval(x, layer):

@@ -7,20 +7,7 @@ import tensorflow as tf
 
 from msmt_tf.layers import up_block
 from msmt_tf.layers.up_block import UpBlock
-from msmt_tf.testing.layer_test import run_serialization_test
-
-
-def np_conv_same(x, kernel):
-    """Stride-1 'same' conv, x [N, H, W, C], kernel [k, k, C, O], no bias."""
-    k = kernel.shape[0]
-    r = k // 2
-    n, h, w, _ = x.shape
-    xp = np.pad(x, ((0, 0), (r, r), (r, r), (0, 0)))
-    out = np.zeros((n, h, w, kernel.shape[-1]))
-    for du in range(k):
-        for dv in range(k):
-            out += xp[:, du : du + h, dv : dv + w] @ kernel[du, dv]
-    return out
+from msmt_tf.testing.layer_test import np_conv_same, run_serialization_test
 
 
 def np_bn_train(x, gamma, beta, keep=None):
