@@ -1,8 +1,9 @@
 """Subprocess driver: the real GAN loop (GANTrainer) on the tiny fixture networks.
 
-Used by ``test_gan_distributed.py`` (not collected by pytest), modelled on ``toy_loop.py`` but
-driving ``msmt_tf.training.gan_trainer.GANTrainer`` exactly as ``msmt_tf.training.runner.train``
-wires it: strategy first (``split_cpu`` before any TF op) -> ``worker_info`` -> run directory
+Used by ``test_gan_distributed.py`` (not collected by pytest). Like ``toy_loop.py`` (a toy
+``loop.Task`` run by the same ``loop.Loop``), but driving
+``msmt_tf.training.gan_trainer.GANTrainer`` exactly as ``msmt_tf.training.runner.train`` wires
+it: strategy first (``split_cpu`` before any TF op) -> ``worker_info`` -> run directory
 (``prepare_run_dir``, chief only writes) -> encoders under the strategy scope -> trainer
 (networks, optimizers, EMA, RNG, ``TrainCheckpoint``) -> ``train()`` (restore, loop,
 ``StopSignal``, final/signal save).

@@ -205,6 +205,8 @@ def test_sigterm_subprocess_leaves_resumable_checkpoint(tmp_path):
     saved_step = int(stopped[0].split()[1])
     assert 3 <= saved_step < 1000
     assert stopped[0].split()[2].endswith(f"ckpt-{saved_step}")
+    # The loop's own stop line names the step it saved.
+    assert f"stop requested: saving step {saved_step} and exiting" in [l.strip() for l in lines]
     # Resume in this process with new objects: the restored step is the saved one.
     parts = toy.build(tf.distribute.get_strategy(), run_dir, dropout=False)
     assert parts["ckpt"].restore_latest() == saved_step

@@ -1,10 +1,13 @@
-"""Strategies: mirrored over 2 logical CPUs == default; two loopback workers agree."""
+"""Strategies: mirrored over 2 logical CPUs == default; two loopback workers agree (and stop
+together)."""
 
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -81,12 +84,19 @@ def test_mirrored_two_cpus_equals_default(tmp_path):
         # Tolerance: float32 sums of two half-batch gradients vs one full-batch sum differ in
         # rounding only (measured max 2.4e-7 on Adam moments of size ~3).
         np.testing.assert_allclose(d[k], d["default/" + k], rtol=1e-5, atol=1e-6, err_msg=k)
-    # The NaN injected at step 2 was skipped by both (all replicas agree): 3 Adam updates.
-    assert proc.stdout.count("SKIPPED 2") == 2 and "SKIPPED 1" not in proc.stdout
+    # The NaN injected at step 2 was skipped by both (all replicas agree) and counted by the
+    # loop at that step only: 3 Adam updates, and no progress line for the skipped step.
+    assert proc.stdout.count("SKIPPED 2") == 2 and proc.stdout.count("SKIPPED") == 2
     assert int(d["opt/0"]) == 3 and int(d["default/opt/0"]) == 3
+    for run in ("run", "run_default"):
+        with open(tmp_path / run / "metrics.jsonl") as f:
+            logged = [json.loads(l) for l in f]
+        assert [r["step"] for r in logged] == [1, 2, 3, 4], run
+        assert [r["nonfinite_total"] for r in logged] == [0, 1, 1, 1], run
     # The losses printed by both runs are the same global-batch means.
     lines = [l for l in proc.stdout.splitlines() if l.startswith("step ")]
-    assert len(lines) == 8 and [l.split()[-1] for l in lines[:4]] == [l.split()[-1] for l in lines[4:]]
+    assert [l.split()[1] for l in lines] == ["1/4", "3/4", "4/4"] * 2
+    assert [l.split()[-1] for l in lines[:3]] == [l.split()[-1] for l in lines[3:]]
 
 
 def _free_port():
@@ -103,7 +113,7 @@ def test_multiworker_two_loopback_workers_end_identical(tmp_path):
         tf_config = json.dumps({"cluster": cluster, "task": {"type": "worker", "index": i}})
         procs.append(subprocess.Popen(
             [sys.executable, TOY, "--run_dir", str(tmp_path / "run"), "--steps", "3", "--strategy",
-             "multiworker", "--out", str(tmp_path / f"w{i}.npz")],
+             "multiworker", "--checkpoint_every", "2", "--out", str(tmp_path / f"w{i}.npz")],
             env=_env(TF_CONFIG=tf_config), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         ))
     outs = []
@@ -124,10 +134,59 @@ def test_multiworker_two_loopback_workers_end_identical(tmp_path):
     assert int(a["opt/0"]) == 3
     losses = [[l.split()[-1] for l in so.splitlines() if l.startswith("step ")] for so, _ in outs]
     assert len(losses[0]) == 3 and losses[0] == losses[1]
-    # Only the chief's checkpoint stays; the other worker's temporary copy (named by its
-    # TF_CONFIG task index) is removed.
+    # Only the chief's checkpoints stay (the periodic one of step 2 and the final one); the other
+    # worker's temporary copy (named by its TF_CONFIG task index) is removed.
     done = [[l for l in so.splitlines() if l.startswith("DONE")][0].split()[2] for so, _ in outs]
     assert done[0].endswith(os.path.join("run", "checkpoints", "ckpt-3"))
     assert done[1].endswith(os.path.join("run", "checkpoints", ".worker_1", "ckpt-3"))
+    assert os.path.exists(tmp_path / "run" / "checkpoints" / "ckpt-2.index")
     assert os.path.exists(tmp_path / "run" / "checkpoints" / "ckpt-3.index")
     assert not os.path.exists(tmp_path / "run" / "checkpoints" / ".worker_1")
+    # Only the chief logged (3 steps).
+    with open(tmp_path / "run" / "metrics.jsonl") as f:
+        assert [json.loads(l)["step"] for l in f] == [1, 2, 3]
+
+
+def test_multiworker_sigterm_to_one_worker_stops_both_at_the_same_step(tmp_path):
+    """The loop's stop agreement: SIGTERM to the non-chief worker only; both workers stop after
+    the same step and the chief saves it (a worker that went on alone would hang in the next
+    step's all-reduce)."""
+    ports = [_free_port(), _free_port()]
+    cluster = {"worker": [f"127.0.0.1:{p}" for p in ports]}
+    procs = []
+    for i in range(2):
+        tf_config = json.dumps({"cluster": cluster, "task": {"type": "worker", "index": i}})
+        procs.append(subprocess.Popen(
+            [sys.executable, TOY, "--run_dir", str(tmp_path / "run"), "--steps", "1000",
+             "--strategy", "multiworker", "--sleep", "0.05"],
+            env=_env(TF_CONFIG=tf_config), stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+            text=True,
+        ))
+    outs = []
+    try:
+        first = []
+        deadline = time.time() + 150
+        while time.time() < deadline:
+            line = procs[1].stdout.readline()
+            if not line:
+                break
+            first.append(line)
+            if line.startswith("step 3/"):
+                procs[1].send_signal(signal.SIGTERM)
+                break
+        for p in procs:
+            outs.append(p.communicate(timeout=120)[0])
+        outs[1] = "".join(first) + outs[1]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+    assert [p.returncode for p in procs] == [0, 0], outs
+    stopped = [[l.split() for l in so.splitlines() if l.startswith("STOPPED")] for so in outs]
+    assert len(stopped[0]) == 1 and len(stopped[1]) == 1, outs
+    step = int(stopped[0][0][1])
+    assert int(stopped[1][0][1]) == step and 3 <= step < 1000
+    assert stopped[0][0][2].endswith(os.path.join("run", "checkpoints", f"ckpt-{step}"))
+    assert os.path.exists(tmp_path / "run" / "checkpoints" / f"ckpt-{step}.index")
+    latest = tf.train.latest_checkpoint(str(tmp_path / "run" / "checkpoints"))
+    assert latest.endswith(f"ckpt-{step}")

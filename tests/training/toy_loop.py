@@ -1,9 +1,31 @@
-"""A toy training loop on a tiny Dense network, built only from msmt_tf.training parts.
+"""A toy training task on a tiny Dense network, run by the real ``msmt_tf.training.loop.Loop``.
 
-Used in-process by the resume test and as a subprocess (``python toy_loop.py --run_dir ...``)
-by the SIGTERM, mirrored and multi-worker tests. It shows the intended loop skeleton:
-run directory -> strategy -> models/optimizers/EMA/RNG under the scope -> TrainCheckpoint ->
-restore_latest -> loop { step; counters; maybe_save; stop signal } -> final save.
+Used in-process by the resume test (``build``, ``make_step``, ``weights_of``) and as a
+subprocess (``python toy_loop.py --run_dir ...``) by the SIGTERM, mirrored and multi-worker
+tests, so that they exercise the loop the trainers use (restore, ``StopSignal`` and the
+workers' stop agreement, periodic/signal/final saves, the count of skipped non-finite steps),
+not a copy of it. Wiring: run directory -> strategy -> models/optimizers/EMA/RNG under the
+scope -> ``TrainCheckpoint`` -> ``ToyTask`` (a ``loop.Task``) -> ``loop.Loop(...).run()``.
+
+The loop runs with ``log_every=1`` (each step's outputs, its non-finite flag included, are
+read after that step) and one epoch of ``--steps`` steps over a repeated dataset; its
+``tensorboard/`` and ``metrics.jsonl`` go to ``--run_dir``.
+
+Printed on stdout (one line each, parsed by the tests):
+    START <step> t=...          after the restore (the restored step; 0 for a new run)
+    step k/N ... loss=<x>       the loop's progress line, for each finite step (a skipped
+                                step has none)
+    SKIPPED <k>                 the loop counted step k as non-finite (update skipped)
+    stop requested: ...         the loop's line when a signal stops the run
+    STOPPED|DONE <step> <checkpoint path> t=...
+                                the loop returned stopped by a signal / after the last step;
+                                the path is the signal / final save (``ckpt-<step>``)
+
+``--nan_at k`` adds NaN to the loss of step k; ``--sleep s`` waits s seconds after each step;
+``--checkpoint_every n`` saves every n steps; ``--out w.npz`` saves every weight of the model,
+its EMA copy and the optimizer; ``--compare_default`` then runs the same task again in this
+process with the default strategy (run directory ``<run_dir>_default``), its arrays under
+``default/`` and ``replicas`` the first strategy's replica count.
 """
 
 import argparse
@@ -124,6 +146,52 @@ def weights_of(parts):
     return out
 
 
+def nonfinite_counter(max_in_row=20):
+    """The loop's ``precision.NonFiniteCounter`` that also prints ``SKIPPED <step>`` for each
+    step it counts as non-finite (the step number is the loop's)."""
+    from msmt_tf.training import precision as prec
+
+    class Printing(prec.NonFiniteCounter):
+        def update(self, finite, step):
+            if not bool(finite):
+                print(f"SKIPPED {int(step)}", flush=True)
+            return super().update(finite, step)
+
+    return Printing(max_in_row)
+
+
+def make_task(strategy, parts, nan_at=0, sleep=0.0):
+    """A ``loop.Task`` training ``parts`` (``build``) with ``make_step(source="batch")``."""
+    import tensorflow as tf
+
+    from msmt_tf.training import loop as loop_lib
+
+    class ToyTask(loop_lib.Task):
+        def __init__(self):
+            self.checkpoint = parts["ckpt"]
+            self.step_fn = make_step(strategy, parts, source="batch")
+            self.loop = None
+
+        def begin(self, loop, new_run):
+            self.loop = loop
+            print(f"START {loop.step} t={time.time() - T0:.1f}s", flush=True)
+
+        def train_step(self, batch):
+            # loop.step counts the steps done, so this is step loop.step + 1 (no host read).
+            poison = float("nan") if self.loop.step + 1 == nan_at else 0.0
+            loss, ok = self.step_fn(batch, tf.constant(poison))
+            return {"loss": loss, "finite": ok}
+
+        def progress_metrics(self, logs):
+            return {"loss": logs["loss"]}
+
+        def after_step(self, loop, step):
+            if sleep:
+                time.sleep(sleep)
+
+    return ToyTask()
+
+
 def main(argv=None):
     p = argparse.ArgumentParser()
     p.add_argument("--run_dir", required=True)
@@ -139,7 +207,7 @@ def main(argv=None):
 
     import tensorflow as tf
 
-    from msmt_tf.training import checkpointing, distribute, progress
+    from msmt_tf.training import distribute, loop as loop_lib
 
     if args.split_cpu:
         distribute.split_cpu(args.split_cpu)
@@ -149,29 +217,17 @@ def main(argv=None):
     def run(strategy, run_dir, steps):
         parts = build(strategy, run_dir, dropout=False, checkpoint_every=args.checkpoint_every)
         ckpt = parts["ckpt"]
-        start = ckpt.restore_latest()
-        print(f"START {start} t={time.time() - T0:.1f}s", flush=True)
-        step_fn = make_step(strategy, parts, source="batch")
-        data = iter(distribute.distribute_dataset(strategy, toy_dataset(64).repeat()))
-        bar = progress.Progress(steps, initial=start, every=1, stream=sys.stdout, tty=False)
-        stopped = False
-        with checkpointing.StopSignal() as stop:
-            for _ in range(start, steps):
-                poison = float("nan") if int(ckpt.step.numpy()) + 1 == args.nan_at else 0.0
-                loss, ok = step_fn(next(data), tf.constant(poison))
-                ckpt.step.assign_add(1)
-                if not bool(ok):
-                    print(f"SKIPPED {int(ckpt.step.numpy())}", flush=True)
-                bar.update(int(ckpt.step.numpy()), {"loss": float(loss)})
-                ckpt.maybe_save()
-                if args.sleep:
-                    time.sleep(args.sleep)
-                if distribute.any_replica(strategy, stop.requested):
-                    stopped = True
-                    break
-        path = ckpt.save("signal" if stopped else "end")
-        print(f"{'STOPPED' if stopped else 'DONE'} {int(ckpt.step.numpy())} {path} t={time.time() - T0:.1f}s",
-              flush=True)
+        task = make_task(strategy, parts, nan_at=args.nan_at, sleep=args.sleep)
+        data = distribute.distribute_dataset(strategy, toy_dataset(64).repeat())
+        result = loop_lib.Loop(
+            task, strategy, data, total_steps=steps, steps_per_epoch=steps, log_dir=run_dir,
+            log_every=1, examples_per_step=GLOBAL_BATCH, nonfinite=nonfinite_counter(),
+            is_chief=ckpt.is_chief, stream=sys.stdout,
+        ).run()
+        # The loop's last save (signal or final) is the manager's newest checkpoint.
+        path = ckpt.manager.latest_checkpoint
+        print(f"{'STOPPED' if result['stopped'] else 'DONE'} {result['step']} {path} "
+              f"t={time.time() - T0:.1f}s", flush=True)
         return parts
 
     parts = run(strategy, args.run_dir, args.steps)
