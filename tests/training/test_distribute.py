@@ -105,17 +105,22 @@ def _free_port():
         return s.getsockname()[1]
 
 
-def test_multiworker_two_loopback_workers_end_identical(tmp_path):
+def _start_two_workers(args, stderr=subprocess.PIPE):
+    """Two toy-loop workers of one loopback cluster (``{i}`` in ``args`` is the worker index)."""
     ports = [_free_port(), _free_port()]
     cluster = {"worker": [f"127.0.0.1:{p}" for p in ports]}
     procs = []
     for i in range(2):
         tf_config = json.dumps({"cluster": cluster, "task": {"type": "worker", "index": i}})
         procs.append(subprocess.Popen(
-            [sys.executable, TOY, "--run_dir", str(tmp_path / "run"), "--steps", "3", "--strategy",
-             "multiworker", "--checkpoint_every", "2", "--out", str(tmp_path / f"w{i}.npz")],
-            env=_env(TF_CONFIG=tf_config), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        ))
+            [sys.executable, TOY, "--strategy", "multiworker", *(a.format(i=i) for a in args)],
+            env=_env(TF_CONFIG=tf_config), stdout=subprocess.PIPE, stderr=stderr, text=True))
+    return procs
+
+
+def test_multiworker_two_loopback_workers_end_identical(tmp_path):
+    procs = _start_two_workers(["--run_dir", str(tmp_path / "run"), "--steps", "3",
+                                "--checkpoint_every", "2", "--out", str(tmp_path / "w{i}.npz")])
     outs = []
     try:
         for p in procs:
@@ -151,17 +156,8 @@ def test_multiworker_sigterm_to_one_worker_stops_both_at_the_same_step(tmp_path)
     """The loop's stop agreement: SIGTERM to the non-chief worker only; both workers stop after
     the same step and the chief saves it (a worker that went on alone would hang in the next
     step's all-reduce)."""
-    ports = [_free_port(), _free_port()]
-    cluster = {"worker": [f"127.0.0.1:{p}" for p in ports]}
-    procs = []
-    for i in range(2):
-        tf_config = json.dumps({"cluster": cluster, "task": {"type": "worker", "index": i}})
-        procs.append(subprocess.Popen(
-            [sys.executable, TOY, "--run_dir", str(tmp_path / "run"), "--steps", "1000",
-             "--strategy", "multiworker", "--sleep", "0.05"],
-            env=_env(TF_CONFIG=tf_config), stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-            text=True,
-        ))
+    procs = _start_two_workers(["--run_dir", str(tmp_path / "run"), "--steps", "1000",
+                                "--sleep", "0.05"], stderr=subprocess.DEVNULL)
     outs = []
     try:
         first = []
