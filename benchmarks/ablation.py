@@ -616,7 +616,7 @@ class DamsmStore:
         from msmt_tf.models import damsm
 
         os.makedirs(stored, exist_ok=True)
-        image = damsm._read_npz(os.path.join(directory, damsm.IMAGE_FILE))
+        image = damsm.read_npz(os.path.join(directory, damsm.IMAGE_FILE))
         np.savez_compressed(os.path.join(stored, PROJECTIONS_FILE), **{
             k: v for k, v in image.items() if not k.startswith(_TRUNK_PREFIX)})
         for name in (damsm.TEXT_FILE, damsm.VOCAB_FILE, damsm.META_FILE):
@@ -646,7 +646,7 @@ class DamsmStore:
         image = damsm.build_image_encoder(sizes, meta["damsm_image_variant"],
                                           meta["damsm_resize"])
         arrays = {v.path: v.numpy() for v in image.weights}
-        arrays.update(damsm._read_npz(os.path.join(stored, PROJECTIONS_FILE)))
+        arrays.update(damsm.read_npz(os.path.join(stored, PROJECTIONS_FILE)))
         tmp = f"{directory}.tmp"
         shutil.rmtree(tmp, ignore_errors=True)
         os.makedirs(tmp)

@@ -88,7 +88,9 @@ def save_layer(layer, path):
     os.replace(tmp, path)
 
 
-def _read_npz(path):
+def read_npz(path):
+    """``{name: array}`` of an encoder ``.npz`` (no pickles); a missing or unreadable file is a
+    `DAMSMLoadError` naming it."""
     if not os.path.exists(path):
         raise DAMSMLoadError(f"{path} is missing: run `python -m msmt_tf.pretrain_damsm` first.")
     try:
@@ -103,7 +105,7 @@ def load_layer(layer, path, stored=None):
     """Loads an `.npz` written by `save_layer` (or its arrays `stored`, already read);
     missing/unexpected/mis-shaped are errors."""
     if stored is None:
-        stored = _read_npz(path)
+        stored = read_npz(path)
     variables = _variables(layer)
     missing = sorted(set(variables) - set(stored))
     unexpected = sorted(set(stored) - set(variables))
@@ -232,8 +234,8 @@ def fingerprint(directory):
     key = _cache_key(directory)
     if key not in _FINGERPRINTS:
         _FINGERPRINTS[key] = _content_hash(
-            _read_npz(os.path.join(directory, TEXT_FILE)),
-            _read_npz(os.path.join(directory, IMAGE_FILE)),
+            read_npz(os.path.join(directory, TEXT_FILE)),
+            read_npz(os.path.join(directory, IMAGE_FILE)),
             load_vocab(directory).sha1(), _read_meta(directory))
     return {"path": os.path.abspath(directory), "sha256": _FINGERPRINTS[key]}
 
@@ -262,8 +264,8 @@ def load_encoders(directory, model_cfg, dataset_vocab=None):
     text = build_text_encoder(cfg, len(vocab))
     image = build_image_encoder(cfg, variant=meta["damsm_image_variant"],
                                 resize=meta["damsm_resize"], load_trunk_weights=False)
-    text_arrays = _read_npz(os.path.join(directory, TEXT_FILE))
-    image_arrays = _read_npz(os.path.join(directory, IMAGE_FILE))
+    text_arrays = read_npz(os.path.join(directory, TEXT_FILE))
+    image_arrays = read_npz(os.path.join(directory, IMAGE_FILE))
     load_layer(text, os.path.join(directory, TEXT_FILE), text_arrays)
     load_layer(image, os.path.join(directory, IMAGE_FILE), image_arrays)
     text.trainable = False
