@@ -33,6 +33,7 @@ from absl import flags, logging
 from msmt_tf import configlib
 from msmt_tf.cli import common, entry, flagutil
 from msmt_tf.evaluation.config import EvalConfig
+from msmt_tf.io import atomic
 
 FLAGS = flags.FLAGS
 METRICS_FILE = "metrics.json"
@@ -120,11 +121,8 @@ def evaluate_run(eval_cfg, run_dir=None, progress=True, real=False):
     result["protocol"]["damsm"] = {**(used or {"path": None, "sha256": None}),
                                    "trained_with": trained_with, "same_as_training": same}
     path = output_path(eval_cfg, getattr(loaded, "run_dir", None) or run_dir or ".", real)
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
+    with atomic.replacing(path) as tmp, open(tmp, "w") as f:
         json.dump(result, f, indent=2, sort_keys=True, default=float)
-    os.replace(tmp, path)
     return path, result
 
 

@@ -24,6 +24,7 @@ import numpy as np
 
 from msmt_tf.data import vocabulary as vocab_lib
 from msmt_tf.data.errors import DataError
+from msmt_tf.io import atomic
 from msmt_tf.io import safe_pickle
 
 logger = logging.getLogger(__name__)
@@ -66,11 +67,8 @@ def read_pickle(path, what, hint):
 
 
 def write_pickle(path, obj):
-    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-    tmp = path + ".tmp"
-    with open(tmp, "wb") as f:
+    with atomic.replacing(path) as tmp, open(tmp, "wb") as f:
         pickle.dump(obj, f, protocol=2)
-    os.replace(tmp, path)
 
 
 def filenames_path(root, split):

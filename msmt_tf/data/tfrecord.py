@@ -15,6 +15,7 @@ import tensorflow as tf
 
 from msmt_tf.data import bbox as bbox_lib
 from msmt_tf.data.errors import DataError
+from msmt_tf.io import atomic
 
 logger = logging.getLogger(__name__)
 
@@ -54,7 +55,7 @@ def write_split(split, tfrecord_dir, examples_per_shard=EXAMPLES_PER_SHARD, data
     boxes = split.bboxes
     for s, name in enumerate(shards):
         path = os.path.join(tfrecord_dir, name)
-        with tf.io.TFRecordWriter(path + ".tmp") as w:
+        with atomic.replacing(path) as tmp, tf.io.TFRecordWriter(tmp) as w:
             for i in range(s * examples_per_shard, min(n, (s + 1) * examples_per_shard)):
                 with open(split.image_paths[i], "rb") as f:
                     image = f.read()
@@ -69,10 +70,9 @@ def write_split(split, tfrecord_dir, examples_per_shard=EXAMPLES_PER_SHARD, data
                 }
                 w.write(tf.train.Example(features=tf.train.Features(feature=feats))
                         .SerializeToString())
-        os.replace(path + ".tmp", path)
     meta = {"split": split.name, "num_examples": n, "captions_per_image": cpi, "shards": shards,
             "vocab_sha1": split.vocab.sha1(), "vocab_size": len(split.vocab), "dataset": dataset}
-    with open(meta_path(tfrecord_dir, split.name), "w") as f:
+    with atomic.replacing(meta_path(tfrecord_dir, split.name)) as tmp, open(tmp, "w") as f:
         json.dump(meta, f, indent=1)
     logger.info("%s: wrote %d %s examples in %d shards.", tfrecord_dir, n, split.name, num_shards)
     return meta

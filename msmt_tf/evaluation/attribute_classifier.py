@@ -32,6 +32,7 @@ from msmt_tf import errors
 from msmt_tf.data import shapes as shapes_lib
 from msmt_tf.data.vocabulary import tokenize
 from msmt_tf.evaluation import registry
+from msmt_tf.io import atomic
 
 _log = logging.getLogger(__name__)
 
@@ -357,9 +358,8 @@ def _save(model, report, directory):
     os.makedirs(directory, exist_ok=True)
     # By position: variable paths carry the (auto-uniquified) model name.
     arrays = {f"{i:03d}": ops.convert_to_numpy(v) for i, v in enumerate(model.weights)}
-    tmp = os.path.join(directory, WEIGHTS_FILE + ".tmp.npz")
-    np.savez(tmp, **arrays)
-    os.replace(tmp, os.path.join(directory, WEIGHTS_FILE))
+    with atomic.replacing(os.path.join(directory, WEIGHTS_FILE), suffix=".npz") as tmp:
+        np.savez(tmp, **arrays)
     with open(os.path.join(directory, REPORT_FILE), "w") as f:
         json.dump(report, f, indent=2, sort_keys=True)
 

@@ -59,6 +59,7 @@ from msmt_tf.evaluation import generation
 from msmt_tf.evaluation import r_precision as rp_lib
 from msmt_tf.evaluation import registry
 from msmt_tf.inference import NOISE_RULE, QUANTIZE_RULES, quantize
+from msmt_tf.io import atomic
 
 _log = logging.getLogger(__name__)
 
@@ -312,10 +313,8 @@ class Evaluator:
         features = np.concatenate(chunks)
         self.stats_computations += 1
         mu, sigma = fid_lib.feature_statistics(features)
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        tmp = path + ".tmp.npz"
-        np.savez(tmp, mu=mu, sigma=sigma, features=features, key=json.dumps(key, sort_keys=True))
-        os.replace(tmp, path)
+        with atomic.replacing(path, suffix=".npz") as tmp:
+            np.savez(tmp, mu=mu, sigma=sigma, features=features, key=json.dumps(key, sort_keys=True))
         _log.info("Cached the real statistics of %d test images in %s", n, path)
         return mu, sigma, features, {"stats_file": path, "cached": False, **key}
 

@@ -22,6 +22,7 @@ import numpy as np
 
 from msmt_tf import errors
 from msmt_tf.data.vocabulary import Vocabulary
+from msmt_tf.io import atomic
 
 TEXT_FILE = "text_encoder.npz"
 IMAGE_FILE = "image_encoder.npz"
@@ -83,9 +84,8 @@ def _variables(layer):
 def save_layer(layer, path):
     """Saves every variable of `layer` by path into an `.npz` (atomic rename)."""
     arrays = {k: np.asarray(v.numpy()) for k, v in _variables(layer).items()}
-    tmp = path + ".tmp.npz"
-    np.savez(tmp, **arrays)
-    os.replace(tmp, path)
+    with atomic.replacing(path, suffix=".npz") as tmp:
+        np.savez(tmp, **arrays)
 
 
 def read_npz(path):
@@ -207,7 +207,7 @@ def _cache_key(directory):
     stats = []
     for name in (TEXT_FILE, IMAGE_FILE, VOCAB_FILE, META_FILE):
         st = os.stat(os.path.join(directory, name))
-        # save_layer writes through os.replace: a rewritten file is a new inode.
+        # save_layer writes through a rename (msmt_tf.io.atomic): a rewritten file is a new inode.
         stats.append((name, st.st_ino, st.st_mtime_ns, st.st_size))
     return os.path.realpath(directory), tuple(stats)
 

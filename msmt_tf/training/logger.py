@@ -27,6 +27,8 @@ from PIL import Image, ImageDraw, ImageFont
 from tensorflow.core.framework import summary_pb2
 from tensorflow.core.util import event_pb2
 
+from msmt_tf.io import atomic
+
 
 def _metadata(plugin_name, data_class):
     md = summary_pb2.SummaryMetadata()
@@ -206,10 +208,8 @@ class MetricsLogger:
         if orphaned:
             with open(os.path.join(self.run_dir, "metrics.orphaned.jsonl"), "a", encoding="utf-8") as f:
                 f.writelines(orphaned)
-            tmp = self.metrics_path + ".tmp"
-            with open(tmp, "w", encoding="utf-8") as f:
+            with atomic.replacing(self.metrics_path) as tmp, open(tmp, "w", encoding="utf-8") as f:
                 f.writelines(keep)
-            os.replace(tmp, self.metrics_path)
             logging.info(
                 "metrics.jsonl: moved %d lines after step %d to metrics.orphaned.jsonl", len(orphaned), step
             )

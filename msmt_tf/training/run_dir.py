@@ -33,6 +33,7 @@ from typing import Mapping, Optional
 
 from msmt_tf import errors
 from msmt_tf import configlib
+from msmt_tf.io import atomic
 
 CONFIG_FILE = "config.json"
 CHANGES_FILE = "config_changes.jsonl"
@@ -221,11 +222,9 @@ def diff_configs(old: Mapping, new: Mapping) -> dict:
 
 
 def _write_json(path, data):
-    tmp = path + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
+    with atomic.replacing(path) as tmp, open(tmp, "w", encoding="utf-8") as f:
         json.dump(data, f, indent=2, sort_keys=True)
         f.write("\n")
-    os.replace(tmp, path)
 
 
 def _utc_stamp(now=None):
